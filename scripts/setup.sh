@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh machine: Fashion-MNIST from Debian, a venv in .venv, shc built and installed editable.
+# Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+if ! python -c "import torch, torchvision, numba, pybind11, pytest" >/dev/null 2>&1; then
+  python -m pip install -q --upgrade pip setuptools wheel
+  # torch/torchvision pinned: the CUDA build that also runs on the CPU (and brings triton).
+  python -m pip install -q torch==2.14.1 torchvision==0.29.1
+  python -m pip install -q pybind11 numpy
+fi
+python -m pip install -q --no-build-isolation -e ".[train,dev]"
+echo "shc set up in $(pwd)/.venv"
