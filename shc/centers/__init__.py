@@ -1,0 +1,30 @@
+"""Stage 2: hash centers — Gilbert–Varshamov distance, CSQ, MDS and SHC (semantic) centers.
+
+All generators return an int8 C × q array of ±1 (rows are class centers) and verify it before returning.
+"""
+from __future__ import annotations
+
+from .bounds import center_report, check_similarity, distance_stats, gv_distance, pairwise_distances, semantic_loss
+from .csq import csq_centers
+from .mds import MDS_DEFAULTS, mds_centers
+from .semantic import SHC_DEFAULTS, shc_centers
+
+METHODS = ("csq", "mds", "shc")
+
+
+def make_centers(method: str, classes: int, bits: int, similarity=None, seed: int = 0):
+    """One entry point for the pipeline's `--centers csq|mds|shc`. `similarity` (C × C) is required for shc."""
+    if method == "csq":
+        return csq_centers(classes, bits, seed=seed)
+    if method == "mds":
+        return mds_centers(classes, bits, seed=seed)
+    if method == "shc":
+        if similarity is None:
+            raise ValueError("shc centers need a C x C class-similarity matrix (similarity=...)")
+        return shc_centers(check_similarity(similarity, classes), bits, seed=seed)
+    raise ValueError(f"unknown center method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+__all__ = ["gv_distance", "csq_centers", "mds_centers", "shc_centers", "make_centers", "center_report",
+           "pairwise_distances", "distance_stats", "semantic_loss", "check_similarity", "METHODS",
+           "MDS_DEFAULTS", "SHC_DEFAULTS"]

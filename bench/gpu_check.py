@@ -1,0 +1,256 @@
+"""One prepared GPU check for the Triton kernels: tests without the interpreter, then the issue's measurements.
+
+    python bench/gpu_check.py OUT_DIR            # on a CUDA machine: a few minutes, writes OUT_DIR/gpu_check.json
+    python bench/gpu_check.py OUT_DIR --smoke    # tiny sizes; on a CPU machine runs through Triton's interpreter
+
+Sections (each recorded even when another fails):
+  tests        pytest -k "triton or kernel" on tests/test_kernels_*.py, compiled kernels
+  center_loss  fused forward+backward vs torch eager and torch.compile of the reference, B x q grid
+  ranking      10,000 x 1,000,000 64-bit codes, mAP@1000: Triton histograms + top-k vs the C++ engine on this CPU
+  training     one synthetic epoch of stage 3 (ResNet-34, 224 px): bf16 + channels_last + fused loss vs a
+               public-code-style loop (fp32, BCELoss on (tanh+1)/2); images/s and the loss's share of a step
+Targets (issue 5): fused loss >= 3x eager; ranking >= 20x the CPU engine; loss < 1% of a step; training >= 1.5x.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SMOKE = "--smoke" in sys.argv
+if SMOKE and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, iters, warmup=3):
+    """Median seconds per call of fn() (synchronised wall clock)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def section_tests(out):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-k", "triton or kernel", "tests/test_kernels_center_loss.py",
+           "tests/test_kernels_hamming.py", "-p", "no:cacheprovider"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out["command"] = " ".join(cmd[1:])
+    out["returncode"] = proc.returncode
+    out["summary"] = (proc.stdout.strip().splitlines() or [""])[-1]
+    out["tail"] = proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def section_center_loss(out):
+    from shc.kernels.center_loss import fused_center_loss
+    from shc.losses import center_loss_reference
+
+    compiled = None if SMOKE else torch.compile(center_loss_reference)
+    rows = []
+    grid = [(64, 16)] if SMOKE else [(B, q) for B in (64, 256, 1024) for q in (16, 32, 64)]
+    for B, q in grid:
+        g = torch.Generator().manual_seed(B * q)
+        u = (torch.randn(B, q, generator=g) * 2).to(DEVICE).requires_grad_()
+        centers = (torch.randint(0, 2, (100, q), generator=g).float() * 2 - 1).to(DEVICE)
+        labels = torch.randint(0, 100, (B,), generator=g).to(DEVICE)
+
+        def step(fn):
+            def run():
+                u.grad = None
+                fn(u, centers, labels, 1e-4).backward()
+            return run
+
+        row = {"B": B, "q": q}
+        for name, fn in (("fused", fused_center_loss), ("eager", center_loss_reference), ("compiled", compiled)):
+            if fn is not None:
+                row[f"{name}_us"] = 1e6 * timed(step(fn), iters=5 if SMOKE else 200, warmup=2 if SMOKE else 20)
+        ref = center_loss_reference(u, centers, labels)
+        row["abs_err_vs_reference"] = abs(fused_center_loss(u, centers, labels).item() - ref.item())
+        row["speedup_vs_eager"] = row["eager_us"] / row["fused_us"]
+        if "compiled_us" in row:
+            row["speedup_vs_compiled"] = row["compiled_us"] / row["fused_us"]
+        rows.append(row)
+    out["rows"] = rows
+    out["min_speedup_vs_eager"] = min(r["speedup_vs_eager"] for r in rows)
+    out["target_3x_eager_met"] = out["min_speedup_vs_eager"] >= 3
+
+
+def section_ranking(out):
+    from shc import _engine, metrics
+    from shc.kernels import hamming
+
+    Q, N, q, classes = (64, 2000, 64, 10) if SMOKE else (10_000, 1_000_000, 64, 100)
+    rng = np.random.default_rng(0)
+    q_codes = rng.integers(0, 2, (Q, q), dtype=np.uint8)
+    db_codes = rng.integers(0, 2, (N, q), dtype=np.uint8)
+    q_labels = rng.integers(0, classes, Q)
+    db_labels = rng.integers(0, classes, N)
+    ties = "index" if hasattr(_engine, "index_walk") else "expected"
+    kw = dict(topk=(1000,), ties=ties, pr_ranks=np.arange(100, 1001, 100))
+    out.update(Q=Q, N=N, bits=q, ties=ties, cpu_threads=_engine.default_threads(), isa=_engine.isa())
+
+    t = time.perf_counter()
+    cpu = metrics.evaluate(q_codes, db_codes, q_labels, db_labels, **kw)
+    out["cpu_engine_s"] = time.perf_counter() - t
+
+    tq, tdb = torch.from_numpy(q_codes).to(DEVICE), torch.from_numpy(db_codes).to(DEVICE)
+    tql, tdbl = torch.from_numpy(q_labels).to(DEVICE), torch.from_numpy(db_labels).to(DEVICE)
+    qw, dbw = hamming.pack_bits(tq.bool()), hamming.pack_bits(tdb.bool())
+    qrel, dbrel = hamming.label_relevance(tql), hamming.label_relevance(tdbl)
+    # kernel-only timings, with a small tile sweep (the histogram's cost depends on its bin count)
+    sweep = []
+    for qb, bn in ([(16, 512)] if SMOKE else [(1, 256), (1, 1024), (2, 512), (4, 256)]):
+        try:
+            s = timed(lambda: hamming.bucket_histograms(qw, dbw, q, qrel, dbrel, queries_per_program=qb,
+                                                        block_n=bn), iters=3, warmup=1)
+            sweep.append({"queries_per_program": qb, "block_n": bn, "buckets_s": s})
+        except Exception as e:  # record and try the next tile shape
+            sweep.append({"queries_per_program": qb, "block_n": bn, "error": repr(e)[:500]})
+    out["buckets_sweep"] = sweep
+    n, _ = hamming.bucket_histograms(qw, dbw, q, qrel, dbrel)
+    out["top1000_select_s"] = timed(lambda: hamming.topk_search(qw, dbw, q, 1000, n=n), iters=3, warmup=1)
+    idx_cpu, _ = metrics.search(q_codes[:200], db_codes, 1000)
+    idx_gpu, _ = hamming.topk_search(qw[:200], dbw, q, 1000)
+    out["top1000_equals_engine_search"] = bool(np.array_equal(idx_gpu.cpu().numpy(), idx_cpu))
+
+    t = time.perf_counter()
+    gpu = hamming.evaluate_cuda(tq, tdb, tql, tdbl, **kw)
+    sync()
+    out["gpu_evaluate_s"] = time.perf_counter() - t
+    out["gpu_evaluate_s_warm"] = timed(lambda: hamming.evaluate_cuda(tq, tdb, tql, tdbl, **kw), iters=3, warmup=0)
+    out["mAP@1000_cpu"], out["mAP@1000_gpu"] = cpu.mAP["1000"], gpu.mAP["1000"]
+    a, b = cpu.to_dict(), gpu.to_dict()
+    for d in (a, b):
+        d.pop("seconds", None), d.pop("threads", None)
+    out["reports_identical"] = a == b
+    out["speedup_vs_cpu_engine"] = out["cpu_engine_s"] / out["gpu_evaluate_s_warm"]
+    out["target_20x_met"] = out["speedup_vs_cpu_engine"] >= 20
+
+
+def section_training(out):
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torchvision
+
+    from shc.losses import center_loss
+
+    q, classes, batch = 64, 100, 64
+    n_images = 256 if SMOKE else 2560  # one synthetic epoch
+    size = 64 if SMOKE else 224
+    images = torch.randn(n_images, 3, size, size, device=DEVICE)
+    labels = torch.randint(0, classes, (n_images,), device=DEVICE)
+    centers = (torch.randint(0, 2, (classes, q), device=DEVICE) * 2 - 1).float()
+
+    def model():
+        net = torchvision.models.resnet34(weights=None)
+        net.fc = nn.Linear(net.fc.in_features, q)
+        nn.init.normal_(net.fc.weight, std=0.01)
+        nn.init.zeros_(net.fc.bias)
+        return net.to(DEVICE)
+
+    def public_loss(u, t):
+        bce = F.binary_cross_entropy((u.tanh() + 1) / 2, (t + 1) / 2)
+        return bce + 1e-4 * (u.tanh().abs() - 1).pow(2).mean()
+
+    def epoch(fast):
+        net = model()
+        if fast:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, weight_decay=1e-5)
+        net.train()
+
+        def step(x, y):
+            opt.zero_grad(set_to_none=True)
+            if fast:
+                with torch.autocast(DEVICE, dtype=torch.bfloat16):
+                    u = net(x.contiguous(memory_format=torch.channels_last))
+                loss = center_loss(u, centers, y)
+            else:
+                loss = public_loss(net(x), centers[y])
+            loss.backward()
+            opt.step()
+
+        for i in range(3):  # warm-up (cudnn autotune, Triton compile)
+            step(images[:batch], labels[:batch])
+        sync()
+        t = time.perf_counter()
+        for s in range(0, n_images, batch):
+            step(images[s:s + batch], labels[s:s + batch])
+        sync()
+        return n_images / (time.perf_counter() - t)
+
+    out["images"], out["batch"], out["image_size"] = n_images, batch, size
+    out["public_style_fp32_img_s"] = epoch(False)
+    out["fast_bf16_img_s"] = epoch(True)
+    out["speedup"] = out["fast_bf16_img_s"] / out["public_style_fp32_img_s"]
+    out["target_1_5x_met"] = out["speedup"] >= 1.5
+    # the fused loss's share of one fast step (bf16 logits, as autocast produces them)
+    u = torch.randn(batch, q, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    y = labels[:batch]
+
+    def loss_step():
+        u.grad = None
+        center_loss(u, centers, y).backward()
+
+    loss_s = timed(loss_step, iters=20 if SMOKE else 200)
+    out["loss_fwd_bwd_us"] = 1e6 * loss_s
+    out["loss_share_of_step_pct"] = 100 * loss_s / (batch / out["fast_bf16_img_s"])
+    out["target_loss_under_1pct_met"] = out["loss_share_of_step_pct"] < 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU: Triton interpreter)")
+    ap.add_argument("--only", nargs="*", default=None, help="sections to run (tests center_loss ranking training)")
+    args = ap.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import triton
+
+    result = {
+        "device": torch.cuda.get_device_name() if DEVICE == "cuda" else f"cpu (interpreter) {platform.processor()}",
+        "torch": torch.__version__, "triton": triton.__version__, "cpu_count": os.cpu_count(),
+        "loadavg": open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None,
+        "smoke": SMOKE, "command": " ".join(sys.argv),
+    }
+    sections = {"tests": section_tests, "center_loss": section_center_loss, "ranking": section_ranking,
+                "training": section_training}
+    for name, fn in sections.items():
+        if args.only is not None and name not in args.only:
+            continue
+        out = result[name] = {}
+        t = time.perf_counter()
+        try:
+            fn(out)
+        except Exception:
+            out["error"] = traceback.format_exc()[-3000:]
+        out["wall_s"] = time.perf_counter() - t
+        (out_dir / "gpu_check.json").write_text(json.dumps(result, indent=2))  # keep partial results
+        print(f"[gpu_check] {name}: {json.dumps(out)[:600]}", flush=True)
+    print(f"[gpu_check] wrote {out_dir / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+#include "evaluate.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace shc {
+
+namespace {
+
+constexpr size_t kQueryBlock = 32;
+
+// Adds one query's radius and rank metrics to a block accumulator laid out as
+// [radius_precision (q+1) | radius_recall (q+1) | rank_precision (G) | rank_recall (G)].
+// Ratios with a zero denominator count 0 (nothing retrieved / no relevant item), like AP.
+void accumulate_query(const int64_t* n, const int64_t* r, size_t buckets, const double* hits, const RankPlan& plan,
+                      int64_t total_relevant, double* acc) {
+    double* rp = acc;
+    double* rr = rp + buckets;
+    double* kp = rr + buckets;
+    double* kr = kp + plan.hit_ranks.size();
+    int64_t retrieved = 0, found = 0;
+    for (size_t d = 0; d < buckets; ++d) {
+        retrieved += n[d];
+        found += r[d];
+        rp[d] += retrieved > 0 ? double(found) / double(retrieved) : 0.0;
+        rr[d] += total_relevant > 0 ? double(found) / double(total_relevant) : 0.0;
+    }
+    for (size_t g = 0; g < plan.hit_ranks.size(); ++g) {
+        kp[g] += hits[g] / double(plan.hit_ranks[g]);
+        kr[g] += total_relevant > 0 ? hits[g] / double(total_relevant) : 0.0;
+    }
+}
+
+// The one reduction behind evaluate() and reduce_buckets(). make_worker() is called once per thread and returns
+// worker(query, n, r, ap, hits) which fills the query's buckets and rank metrics.
+template <class MakeWorker>
+Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, MakeWorker make_worker) {
+    const size_t buckets = static_cast<size_t>(bits) + 1, G = plan.hit_ranks.size(), K = plan.ap_ranks.size();
+    const size_t width = 2 * buckets + 2 * G;
+    const size_t blocks = (Q + kQueryBlock - 1) / kQueryBlock;
+    Summary out;
+    out.ap.assign(Q * K, 0.0);
+    std::vector<double> block_acc(blocks * width, 0.0);
+    std::vector<int64_t> block_norel(blocks, 0);
+#pragma omp parallel num_threads(resolve_threads(threads))
+    {
+        auto worker = make_worker();
+        std::vector<int64_t> n(buckets), r(buckets);
+        std::vector<double> hits(G);
+#pragma omp for schedule(dynamic, 1)
+        for (long long blk = 0; blk < static_cast<long long>(blocks); ++blk) {
+            const size_t q0 = size_t(blk) * kQueryBlock, q1 = std::min(Q, q0 + kQueryBlock);
+            for (size_t qi = q0; qi < q1; ++qi) {
+                worker(qi, n.data(), r.data(), out.ap.data() + qi * K, hits.data());
+                int64_t total_relevant = 0;
+                for (size_t d = 0; d < buckets; ++d) total_relevant += r[d];
+                block_norel[blk] += total_relevant == 0;
+                accumulate_query(n.data(), r.data(), buckets, hits.data(), plan, total_relevant,
+                                 block_acc.data() + size_t(blk) * width);
+            }
+        }
+    }
+    std::vector<double> total(width, 0.0);
+    for (size_t blk = 0; blk < blocks; ++blk) {
+        for (size_t j = 0; j < width; ++j) total[j] += block_acc[blk * width + j];
+        out.queries_without_relevant += block_norel[blk];
+    }
+    const double inv = Q > 0 ? 1.0 / double(Q) : 0.0;
+    for (double& v : total) v *= inv;
+    out.radius_precision.assign(total.begin(), total.begin() + buckets);
+    out.radius_recall.assign(total.begin() + buckets, total.begin() + 2 * buckets);
+    out.rank_precision.assign(total.begin() + 2 * buckets, total.begin() + 2 * buckets + G);
+    out.rank_recall.assign(total.begin() + 2 * buckets + G, total.end());
+    return out;
+}
+
+}  // namespace
+
+int resolve_threads(int threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const RankPlan& plan, int threads) {
+    std::vector<long double> harmonic;
+    if (ties != Ties::Index) harmonic = harmonic_table(db.n);
+    auto make_worker = [&]() {
+        return [&, scanner = QueryScanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
+                   size_t qi, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
+            scanner.scan(queries.codes + qi * db.words, queries.labels, qi, n, r);
+            const RelevantItems& rel = scanner.relevant();
+            if (ties == Ties::Index)
+                ranker.run(rel.bucket.data(), rel.position.data(), rel.count, n, r, plan, ap, hits);
+            else
+                bucket_rank_metrics(n, r, db.bits, ties, plan, harmonic.data(), ap, hits);
+        };
+    };
+    return reduce_queries(queries.n, db.bits, plan, threads, make_worker);
+}
+
+Summary reduce_buckets(const int64_t* n_all, const int64_t* r_all, size_t Q, int bits, int64_t N, Ties ties,
+                       const RankPlan& plan, const double* index_ap, const double* index_hits, int threads) {
+    const size_t buckets = static_cast<size_t>(bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
+    std::vector<long double> harmonic;
+    if (ties != Ties::Index) harmonic = harmonic_table(static_cast<size_t>(N));
+    auto make_worker = [&]() {
+        return [&](size_t qi, int64_t* n, int64_t* r, double* ap, double* hits) {
+            std::copy(n_all + qi * buckets, n_all + (qi + 1) * buckets, n);
+            std::copy(r_all + qi * buckets, r_all + (qi + 1) * buckets, r);
+            if (ties == Ties::Index) {
+                std::copy(index_ap + qi * K, index_ap + (qi + 1) * K, ap);
+                std::copy(index_hits + qi * G, index_hits + (qi + 1) * G, hits);
+            } else {
+                bucket_rank_metrics(n, r, bits, ties, plan, harmonic.data(), ap, hits);
+            }
+        };
+    };
+    return reduce_queries(Q, bits, plan, threads, make_worker);
+}
+
+void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* n, int64_t* r) {
+    const size_t width = static_cast<size_t>(db.bits) + 1;
+#pragma omp parallel num_threads(resolve_threads(threads))
+    {
+        QueryScanner scanner(db, false);
+#pragma omp for schedule(dynamic, 16)
+        for (long long qi = 0; qi < static_cast<long long>(queries.n); ++qi)
+            scanner.scan(queries.codes + size_t(qi) * db.words, queries.labels, size_t(qi), n + size_t(qi) * width,
+                         r + size_t(qi) * width);
+    }
+}
+
+void search(const QuerySet& queries, const Database& db, size_t k, int threads, int64_t* indices, int32_t* distances) {
+    if (k == 0 || k > db.n) throw std::invalid_argument("k must be in [1, N]");
+    const size_t width = static_cast<size_t>(db.bits) + 1;
+    const HammingFn hamming = hamming_kernel(db.words);
+#pragma omp parallel num_threads(resolve_threads(threads))
+    {
+        std::vector<uint16_t> distance(db.n);
+        std::vector<int64_t> n(width), slot(width);
+#pragma omp for schedule(dynamic, 16)
+        for (long long qi = 0; qi < static_cast<long long>(queries.n); ++qi) {
+            scan_distances(db, hamming, queries.codes + size_t(qi) * db.words, distance.data(), n.data());
+            // counting sort restricted to the top k: bucket d starts at slot[d]; the cut-off bucket takes only
+            // its first (k - items before it) items in index order
+            int64_t placed = 0;
+            size_t cut = 0;
+            for (; cut < width; ++cut) {
+                slot[cut] = placed;
+                placed += n[cut];
+                if (placed >= int64_t(k)) break;
+            }
+            int64_t* out_idx = indices + size_t(qi) * k;
+            int32_t* out_dist = distances + size_t(qi) * k;
+            int64_t filled = 0;
+            for (size_t i = 0; i < db.n && filled < int64_t(k); ++i) {
+                const size_t d = distance[i];
+                if (d > cut) continue;
+                const int64_t s = slot[d];
+                if (d == cut && s >= int64_t(k)) continue;
+                slot[d] = s + 1;
+                out_idx[s] = int64_t(i);
+                out_dist[s] = int32_t(d);
+                ++filled;
+            }
+        }
+    }
+}
+
+}  // namespace shc

@@ -1,0 +1,56 @@
+// Scalar kernels: one XOR + popcount per word. The same template body is compiled twice: without target
+// options (portable bit-twiddling popcount) and with target("popcnt") (the POPCNT instruction).
+#include "hamming.h"
+
+namespace shc {
+
+namespace {
+
+template <size_t W>  // W = 0: width known only at run time
+inline void hamming_rows(const uint64_t* query, const uint64_t* db, size_t n, size_t words, uint16_t* out) {
+    const size_t width = W ? W : words;
+    for (size_t i = 0; i < n; ++i) {
+        const uint64_t* row = db + i * width;
+        unsigned d = 0;
+        for (size_t w = 0; w < width; ++w) d += static_cast<unsigned>(__builtin_popcountll(query[w] ^ row[w]));
+        out[i] = static_cast<uint16_t>(d);
+    }
+}
+
+template <size_t W>
+void generic_kernel(const uint64_t* q, const uint64_t* db, size_t n, size_t words, uint16_t* out) {
+    hamming_rows<W>(q, db, n, words, out);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SHC_TARGET_POPCNT __attribute__((target("popcnt")))
+#else
+#define SHC_TARGET_POPCNT
+#endif
+
+template <size_t W>
+SHC_TARGET_POPCNT void popcnt_kernel(const uint64_t* q, const uint64_t* db, size_t n, size_t words, uint16_t* out) {
+    hamming_rows<W>(q, db, n, words, out);
+}
+
+}  // namespace
+
+HammingFn hamming_generic(size_t words) {
+    switch (words) {
+        case 1: return generic_kernel<1>;
+        case 2: return generic_kernel<2>;
+        case 4: return generic_kernel<4>;
+        default: return generic_kernel<0>;
+    }
+}
+
+HammingFn hamming_popcnt(size_t words) {
+    switch (words) {
+        case 1: return popcnt_kernel<1>;
+        case 2: return popcnt_kernel<2>;
+        case 4: return popcnt_kernel<4>;
+        default: return popcnt_kernel<0>;
+    }
+}
+
+}  // namespace shc

@@ -1,0 +1,50 @@
+// Rank metrics of one query from its per-distance buckets (n_d, r_d), d = 0..q.
+//
+// For every cut-off k in `ap_ranks` the AP@k, and for every k in `hit_ranks` the number of relevant items in
+// the top k ("hits", fractional for `expected`). Ranks are 1-based and already clipped to [1, N].
+// Tie modes expected / optimistic / pessimistic need only the buckets (closed forms with harmonic numbers);
+// `index` needs the in-bucket order: the scan records each relevant item's bucket position (IndexRanker).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace shc {
+
+enum class Ties : int { Index = 0, Expected = 1, Optimistic = 2, Pessimistic = 3 };
+
+struct RankPlan {
+    std::vector<int64_t> ap_ranks;   // cut-offs k for AP@k, each in [1, N]
+    std::vector<int64_t> hit_ranks;  // PR-by-rank grid, each in [1, N]
+    // both lists merged in ascending rank; slot < ap_ranks.size() is an AP cut-off, else a grid point
+    std::vector<std::pair<int64_t, size_t>> checkpoints;
+    // for `index` ties: the distinct checkpoint ranks c_0 < c_1 < ..., bin_of_rank[k] = first j with k <= c_j
+    // (or their count when k is past them all), and 1/k (multiplying by a table beats dividing per item)
+    std::vector<int64_t> distinct;
+    std::vector<uint32_t> bin_of_rank;
+    std::vector<double> inverse_rank;
+    RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n_database, bool index_tables);
+};
+
+// H[i] = 1 + 1/2 + ... + 1/i for i = 0..N, in extended precision: differences H[c+m] - H[c] of large,
+// close values are multiplied by large coefficients in the closed forms below.
+std::vector<long double> harmonic_table(size_t n);
+
+// Bucket-only tie modes (throws std::invalid_argument for Ties::Index).
+void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties, const RankPlan& plan,
+                         const long double* harmonic, double* ap, double* hits);
+
+// `index` ties: a relevant item in bucket d at position p (0-based, among the bucket's items in index order)
+// has rank N_d + p + 1 — numpy's stable argsort — so one pass over the relevant items gives every cut-off.
+class IndexRanker {
+public:
+    explicit IndexRanker(int bits);
+    void run(const uint16_t* bucket, const uint32_t* position, size_t count, const int64_t* n, const int64_t* r,
+             const RankPlan& plan, double* ap, double* hits);
+
+private:
+    std::vector<int64_t> before_, rel_before_, rel_seen_, bin_hits_;
+    std::vector<double> bin_sum_;
+};
+
+}  // namespace shc

@@ -1,0 +1,94 @@
+#include "scan.h"
+
+#include <algorithm>
+
+namespace shc {
+
+namespace {
+
+constexpr size_t kBlock = 1024;  // database items per block: distances and flags stay in L1 between steps
+
+void mark_relevance(const Labels& db, const Labels& query, size_t query_index, size_t begin, size_t count,
+                    uint8_t* flag) {
+    if (db.ids != nullptr) {
+        const int32_t qid = query.ids[query_index];
+        const int32_t* ids = db.ids + begin;
+        for (size_t i = 0; i < count; ++i) flag[i] = ids[i] == qid;
+        return;
+    }
+    const size_t words = db.words;
+    const uint64_t* qb = query.bitmaps + query_index * words;
+    const uint64_t* rows = db.bitmaps + begin * words;
+    if (words == 1) {
+        for (size_t i = 0; i < count; ++i) flag[i] = (rows[i] & qb[0]) != 0;
+    } else if (words == 2) {
+        for (size_t i = 0; i < count; ++i) flag[i] = ((rows[2 * i] & qb[0]) | (rows[2 * i + 1] & qb[1])) != 0;
+    } else {
+        for (size_t i = 0; i < count; ++i) {
+            uint64_t shared = 0;
+            for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
+            flag[i] = shared != 0;
+        }
+    }
+}
+
+constexpr uint64_t kRelevantOne = uint64_t(1) << 32;
+
+}  // namespace
+
+QueryScanner::QueryScanner(const Database& db, bool record_relevant)
+    : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), distance_(kBlock), flag_(kBlock),
+      count_(static_cast<size_t>(db.bits) + 1) {
+    if (record_) {
+        relevant_.bucket.resize(db.n);
+        relevant_.position.resize(db.n);
+    }
+}
+
+void QueryScanner::scan(const uint64_t* query_code, const Labels& query_labels, size_t query_index, int64_t* n,
+                        int64_t* r) {
+    std::fill(count_.begin(), count_.end(), 0);
+    uint64_t* count = count_.data();
+    uint16_t* dist = distance_.data();
+    uint8_t* flag = flag_.data();
+    size_t found = 0;
+    for (size_t begin = 0; begin < db_.n; begin += kBlock) {
+        const size_t m = std::min(kBlock, db_.n - begin);
+        hamming_(query_code, db_.codes + begin * db_.words, m, db_.words, dist);
+        mark_relevance(db_.labels, query_labels, query_index, begin, m, flag);
+        if (record_) {
+            // the bucket's running count before this item is its position under index-order ties; the list
+            // append is branchless (always written, kept only for relevant items)
+            uint16_t* rb = relevant_.bucket.data();
+            uint32_t* rp = relevant_.position.data();
+            for (size_t i = 0; i < m; ++i) {
+                const uint16_t d = dist[i];
+                const uint64_t c = count[d];
+                count[d] = c + 1 + (flag[i] ? kRelevantOne : 0);
+                rb[found] = d;
+                rp[found] = static_cast<uint32_t>(c);
+                found += flag[i];
+            }
+        } else {
+            for (size_t i = 0; i < m; ++i) count[dist[i]] += 1 + (flag[i] ? kRelevantOne : 0);
+        }
+    }
+    relevant_.count = found;
+    for (size_t d = 0; d < count_.size(); ++d) {
+        n[d] = static_cast<int64_t>(count[d] & 0xFFFFFFFFu);
+        r[d] = static_cast<int64_t>(count[d] >> 32);
+    }
+}
+
+void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,
+                    int64_t* n) {
+    std::fill(n, n + db.bits + 1, 0);
+    for (size_t begin = 0; begin < db.n; begin += kBlock) {
+        const size_t m = std::min(kBlock, db.n - begin);
+        uint16_t* d = distance + begin;
+        hamming(query_code, db.codes + begin * db.words, m, db.words, d);
+        for (size_t i = 0; i < m; ++i) ++n[d[i]];
+    }
+}
+
+}  // namespace shc

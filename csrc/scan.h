@@ -1,0 +1,60 @@
+// One pass over the database for one query: Hamming distances, relevance and the per-distance histogram.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "hamming.h"
+
+namespace shc {
+
+// Relevance labels: class ids (single-label) or label bitmaps packed into `words` uint64 per row
+// (multi-label; relevant when the bitmaps share a bit). Both null: no relevance (search).
+struct Labels {
+    const int32_t* ids = nullptr;
+    const uint64_t* bitmaps = nullptr;
+    size_t words = 0;
+};
+
+struct Database {
+    const uint64_t* codes = nullptr;  // n x words
+    size_t n = 0;
+    size_t words = 0;
+    int bits = 0;  // q: distances are 0..q
+    Labels labels;
+};
+
+// Largest q the engine supports (distances are held in uint16).
+constexpr int kMaxBits = 32767;
+
+// Relevant items of one query in database index order, with what their rank under `index` ties needs:
+// the distance bucket and the number of items of that bucket before them (counting sort, stable by index).
+struct RelevantItems {
+    std::vector<uint16_t> bucket;
+    std::vector<uint32_t> position;  // among the bucket's items, 0-based
+    size_t count = 0;
+};
+
+// Per-thread scratch and the pass itself: fills n[d], r[d] (d = 0..q), the item and relevant-item counts at
+// distance d, and, when asked, the relevant items' (bucket, position). Memory: O(block) + O(N) for the list.
+class QueryScanner {
+public:
+    explicit QueryScanner(const Database& db, bool record_relevant);
+    void scan(const uint64_t* query_code, const Labels& query_labels, size_t query_index, int64_t* n, int64_t* r);
+    const RelevantItems& relevant() const { return relevant_; }
+
+private:
+    const Database& db_;
+    HammingFn hamming_;
+    bool record_;
+    std::vector<uint16_t> distance_;  // one block
+    std::vector<uint8_t> flag_;       // one block
+    std::vector<uint64_t> count_;     // per bucket: items (low 32 bits) | relevant items (high 32 bits)
+    RelevantItems relevant_;
+};
+
+// Distances of one query to every database item, in index order, and their histogram (search).
+void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,
+                    int64_t* n);
+
+}  // namespace shc

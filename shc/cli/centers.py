@@ -1,0 +1,82 @@
+"""shc-centers: generate CSQ / MDS / SHC hash centers and write them as a C × q int8 array of ±1.
+
+    shc-centers --classes 100 --bits 64 --method shc --similarity S.npy --out centers.npy --json report.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from shc.centers import METHODS, center_report, check_similarity, csq_centers, gv_distance, mds_centers, shc_centers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shc-centers", description="Generate hash centers (stage 2 of SHC).")
+    p.add_argument("--classes", type=int, help="number of classes C (taken from --similarity when omitted)")
+    p.add_argument("--bits", type=int, required=True, help="code length q")
+    p.add_argument("--method", choices=METHODS, default="shc", help="center generator (default: shc)")
+    p.add_argument("--similarity", help="C x C class-similarity matrix (.npy/.pt/.csv/...; required for shc)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", required=True, help="output .npy path for the C x q int8 centers")
+    p.add_argument("--json", help="also write a JSON report (distances, semantic loss, seconds)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
+def run(args) -> dict:
+    similarity = None
+    if args.similarity is not None:
+        from shc.io import load_array
+        similarity = check_similarity(load_array(args.similarity), args.classes)
+    if args.method == "shc" and similarity is None:
+        raise ValueError("--method shc needs --similarity S (a C x C class-similarity matrix)")
+    classes = args.classes if args.classes is not None else (similarity.shape[0] if similarity is not None else None)
+    if classes is None:
+        raise ValueError("--classes is required unless --similarity is given")
+    gv_distance(args.bits, classes)  # validates classes/bits before any work
+    if not args.out.endswith(".npy"):
+        raise ValueError(f"--out must be a .npy path, got {args.out!r}")
+    start = time.perf_counter()
+    if args.method == "csq":
+        centers = csq_centers(classes, args.bits, seed=args.seed)
+    elif args.method == "mds":
+        centers = mds_centers(classes, args.bits, seed=args.seed)
+    else:
+        centers = shc_centers(similarity, args.bits, seed=args.seed)
+    seconds = time.perf_counter() - start
+    report = {"method": args.method, "seed": args.seed, **center_report(centers, similarity=similarity),
+              "seconds": seconds}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.save(args.out, centers)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if not args.quiet:
+        loss = f", semantic loss {report['semantic_loss']:.5f}" if "semantic_loss" in report else ""
+        print(f"{args.method}: {classes} centers x {args.bits} bits -> {args.out}; distance min {report['min_distance']}"
+              f" (d = {report['d_required']}) mean {report['mean_distance']:.2f} max {report['max_distance']}"
+              f"{loss}; {seconds:.2f} s")
+    return report
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"shc-centers: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shc-centers: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""shc-train: the three SHC stages end to end (stage 1 classifier -> similarity, stage 2 centers, stage 3 hashing).
+
+Plain ``shc-train`` trains on Fashion-MNIST with CPU-sized defaults; the seed's flags are accepted as written
+in its README (``--code_length``, ``--num_classes``, ``--lr``, ``--epoch``, ``--classify_epoch``, ``--test_map``,
+``--beta``, ``--lambd``, ``--topk``, ``--batch-size``, ``--gpu``).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+EPILOG = """\
+defaults per dataset (flags override): fashion-mnist and synthetic use the compact CNN and short CPU schedules;
+every other dataset uses the paper's settings (resnet34, 100 + 100 epochs, lr 1e-4, batch 64, test_map 5).
+
+outputs in --out DIR: similarity.npy (shc only), centers.npy, checkpoints/{classifier,hashnet}.pt,
+metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
+pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shc-train", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
+    p.add_argument("--data-root", "--data_root", dest="data_root", default=None,
+                   help="where the dataset's files are (default: the dataset's standard location)")
+    p.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, repeatable (e.g. train_per_class=200; values are Python literals)")
+    p.add_argument("--num_classes", "--num-classes", dest="num_classes", type=int, default=None,
+                   help="expected number of classes; checked against the data")
+    p.add_argument("--code_length", "--code-length", "--bits", dest="bits", type=int, default=32,
+                   help="hash code length q in bits (default: 32)")
+    p.add_argument("--centers", default="shc", choices=["shc", "mds", "csq"],
+                   help="hash center method; mds and csq skip stage 1 (default: shc)")
+    p.add_argument("--backbone", default=None,
+                   help="compact, resnet18, resnet34 or resnet50 (default: per dataset)")
+    p.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="local ImageNet weights for a resnet (default: torchvision's cache if present)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate, both stages (default: per dataset)")
+    p.add_argument("--epoch", "--epochs", dest="epochs", type=int, default=None,
+                   help="stage-3 (hashing) epochs (default: per dataset)")
+    p.add_argument("--classify_epoch", "--classify-epoch", dest="classify_epochs", type=int, default=None,
+                   help="stage-1 (classifier) epochs (default: per dataset)")
+    p.add_argument("--test_map", "--test-map", dest="test_map", type=int, default=None,
+                   help="evaluate retrieval mAP every N epochs, and always after the last (default: per dataset)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="accepted for compatibility with the seed's run.py; unused (the public code never reads it)")
+    p.add_argument("--lambd", type=float, default=1e-4, help="quantisation loss weight (default: 1e-4)")
+    p.add_argument("--topk", default="100,1000,all",
+                   help="mAP cut-offs, comma-separated ints or 'all'; 100, 1000 and all are always reported")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="training batch size (default: per dataset)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the data split, init, shuffling, centers")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for file datasets")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index; same as --device cuda:N")
+    p.add_argument("--out", default=None, help="output directory (default: runs/DATASET-CENTERS-BITS)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
+    p.add_argument("--stage1-cache", "--stage1_cache", dest="stage1_cache", default=None, metavar="DIR",
+                   help="share stage-1 results (classifier, similarity) between runs through DIR")
+    p.add_argument("--similarity-mask", default="gt", choices=["gt", "argmax"],
+                   help="stage 1: mask the ground-truth class (default) or the arg-max prediction")
+    p.add_argument("--similarity-multilabel", default="negatives", choices=["negatives", "first"],
+                   help="stage 1, multi-label: softmax over negatives for every positive (default) or the "
+                        "public code's first-label rule")
+    p.add_argument("--multilabel-centers", default="csq", choices=["csq", "first"],
+                   help="stage 3, multi-label: sign of the summed label centers (default) or the first label's")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def config_from_args(args):
+    from shc.train.pipeline import TrainConfig
+
+    if args.gpu is not None and args.device not in (None, f"cuda:{args.gpu}"):
+        raise ValueError(f"--gpu {args.gpu} conflicts with --device {args.device}")
+    device = f"cuda:{args.gpu}" if args.gpu is not None else (args.device or "auto")
+    topk = tuple(k.strip() for k in args.topk.split(",") if k.strip())
+    data_options = {}
+    for item in args.data_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--data-option takes KEY=VALUE, got {item!r}")
+        try:
+            data_options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            data_options[key.strip()] = value  # a plain string
+    out = args.out or f"runs/{args.dataset}-{args.centers}-{args.bits}"
+    return TrainConfig(
+        dataset=args.dataset, data_root=args.data_root, data_options=data_options, num_classes=args.num_classes, bits=args.bits,
+        centers=args.centers, backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
+        classify_epochs=args.classify_epochs, lr=args.lr, batch_size=args.batch_size, test_map=args.test_map,
+        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, device=device,
+        similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
+        multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
+        resume=args.resume, progress=args.progress)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from shc.train.pipeline import run_pipeline
+        cfg = config_from_args(args)
+        run_pipeline(cfg)
+    except KeyboardInterrupt:
+        print("shc-train: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # bad input (options, data, files): one line, no traceback
+        print("shc-train: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Binary codes and relevance labels in the engine's packed form (numpy only, never torch).
+
+Codes become rows of uint64 words (``ceil(q / 64)`` per item, zero-padded). Accepted forms, checked in this order:
+
+* ``np.packbits`` bytes: a uint8 array with ``ceil(bits / 8)`` columns, ``bits`` given (padding bits must be 0);
+* bool arrays: True is a 1 bit;
+* arrays whose values are all 0 or 1: {0,1} codes;
+* anything else numeric (±1 of any dtype, real-valued network outputs): the sign, with sign(0) = +1.
+
+Labels: 1-D class ids (non-negative integers), one-hot rows, or multi-hot rows (a query is relevant to an item when
+they share a label; an all-zero row is relevant to nothing). One-hot pairs are turned into class ids (the faster
+path); multi-hot rows become uint64 bitmaps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_CHUNK_ROWS = 1 << 16  # pack in row chunks so a float input never needs a full-size temporary copy
+
+
+def as_numpy(x, what: str) -> np.ndarray:
+    """A numpy view of `x` (numpy array, list, or a torch tensor via duck typing: torch is never imported)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor
+        x = x.detach().cpu()
+        try:
+            x = x.numpy()
+        except TypeError:  # bfloat16 and friends have no numpy dtype
+            x = x.float().numpy()
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise ValueError(f"{what}: cannot be read as an array ({exc})") from None
+    if arr.dtype == object:
+        raise TypeError(f"{what}: object arrays are not supported (got dtype=object)")
+    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{what}: expected a numeric or bool array, got dtype={arr.dtype}")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, what: str) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{what}: contains NaN or infinite values")
+
+
+def _words(bits: int) -> int:
+    return (bits + 63) // 64
+
+
+def _bytes_to_words(packed_bytes: np.ndarray, bits: int, out: np.ndarray, start: int) -> None:
+    rows, nbytes = packed_bytes.shape
+    padded = np.zeros((rows, _words(bits) * 8), dtype=np.uint8)
+    padded[:, :nbytes] = packed_bytes
+    out[start:start + rows] = padded.view(np.uint64)
+
+
+def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[np.ndarray, int]:
+    """Pack binary codes into ``(uint64 array (n, ceil(q/64)), q)`` for the engine.
+
+    `bits` is required for ``np.packbits`` input and otherwise, when given, must equal the number of columns.
+    """
+    arr = as_numpy(codes, what)
+    if bits is not None:
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
+            raise ValueError(f"bits must be a positive integer, got {bits!r}")
+        bits = int(bits)
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D array (items x bits), got shape {arr.shape}")
+    n, cols = arr.shape
+    if n == 0 or cols == 0:
+        raise ValueError(f"{what}: empty array of shape {arr.shape}")
+    _check_finite(arr, what)
+
+    packed_input = (bits is not None and arr.dtype == np.uint8 and cols == (bits + 7) // 8
+                    and (cols != bits or int(arr.max()) > 1))
+    q = bits if packed_input else cols
+    if bits is not None and not packed_input and cols != bits:
+        raise ValueError(f"{what}: bit-length mismatch: {cols} columns but bits={bits} "
+                         f"(np.packbits input needs {(bits + 7) // 8} uint8 columns)")
+    out = np.empty((n, _words(q)), dtype=np.uint64)
+    if packed_input:
+        spare = cols * 8 - q
+        if spare and (arr[:, -1] & np.uint8((1 << spare) - 1)).any():
+            raise ValueError(f"{what}: packed bytes have bits set beyond bits={q}; is the bit count right?")
+        for start in range(0, n, _CHUNK_ROWS):
+            _bytes_to_words(np.ascontiguousarray(arr[start:start + _CHUNK_ROWS]), q, out, start)
+        return out, q
+
+    zero_one = arr.dtype == bool or all(
+        bool(np.all((c == 0) | (c == 1))) for c in (arr[s:s + _CHUNK_ROWS] for s in range(0, n, _CHUNK_ROWS)))
+    for start in range(0, n, _CHUNK_ROWS):
+        chunk = arr[start:start + _CHUNK_ROWS]
+        ones = (chunk != 0) if zero_one else (chunk >= 0)  # sign(0) = +1
+        _bytes_to_words(np.packbits(ones, axis=1), q, out, start)
+    return out, q
+
+
+def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of pack_codes: a bool array (n, bits)."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint64)
+    return np.unpackbits(packed.view(np.uint8), axis=1, count=bits).astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+
+def _label_array(labels, rows: int, what: str, codes_what: str) -> np.ndarray:
+    arr = as_numpy(labels, what)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{what}: expected 1-D class ids or a 2-D label matrix, got shape {arr.shape}")
+    if arr.shape[0] != rows:
+        raise ValueError(f"{what}: {arr.shape[0]} rows but {rows} {codes_what}")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"{what}: label matrix has no columns")
+    _check_finite(arr, what)
+    if arr.ndim == 1:
+        if arr.dtype == bool or (np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.floor(arr))):
+            raise ValueError(f"{what}: class ids must be integers")
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"{what}: negative class id {arr.min()}")
+        return arr.astype(np.int64)
+    if arr.dtype != bool and not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{what}: a 2-D label matrix must hold only 0/1 (pass class ids as a 1-D array)")
+    return arr.astype(bool)
+
+
+def _one_hot(ids: np.ndarray, classes: int, what: str) -> np.ndarray:
+    if ids.size and ids.max() >= classes:
+        raise ValueError(f"{what}: class id {ids.max()} does not fit the other side's {classes} label columns")
+    out = np.zeros((ids.size, classes), dtype=bool)
+    out[np.arange(ids.size), ids] = True
+    return out
+
+
+def _bitmaps(matrix: np.ndarray) -> np.ndarray:
+    words = (matrix.shape[1] + 63) // 64
+    packed = np.packbits(matrix, axis=1, bitorder="little")
+    padded = np.zeros((matrix.shape[0], words * 8), dtype=np.uint8)
+    padded[:, :packed.shape[1]] = packed
+    return padded.view(np.uint64)
+
+
+def prepare_labels(query_labels, db_labels, n_query: int, n_database: int) -> dict:
+    """Engine keyword arguments for the relevance labels: either ``query_ids``/``db_ids`` (int32 class ids) or
+    ``query_bitmaps``/``db_bitmaps`` (uint64 label bitmaps); the unused pair is None."""
+    q = _label_array(query_labels, n_query, "query labels", "query codes")
+    d = _label_array(db_labels, n_database, "database labels", "database codes")
+    if q.ndim == 2 and d.ndim == 2 and q.shape[1] != d.shape[1]:
+        raise ValueError(f"query labels have {q.shape[1]} columns but database labels {d.shape[1]}")
+    if q.ndim != d.ndim:  # class ids on one side, a label matrix on the other
+        if q.ndim == 1:
+            q = _one_hot(q, d.shape[1], "query labels")
+        else:
+            d = _one_hot(d, q.shape[1], "database labels")
+    if q.ndim == 2 and (q.sum(axis=1) == 1).all() and (d.sum(axis=1) == 1).all():
+        q, d = q.argmax(axis=1).astype(np.int64), d.argmax(axis=1).astype(np.int64)  # one-hot: class ids
+    if q.ndim == 1:
+        if max(q.max(), d.max()) > np.iinfo(np.int32).max:  # renumber huge ids; only equality matters
+            _, inverse = np.unique(np.concatenate([q, d]), return_inverse=True)
+            q, d = inverse[:q.size], inverse[q.size:]
+        return dict(query_ids=np.ascontiguousarray(q, dtype=np.int32), db_ids=np.ascontiguousarray(d, dtype=np.int32),
+                    query_bitmaps=None, db_bitmaps=None)
+    return dict(query_ids=None, db_ids=None, query_bitmaps=_bitmaps(q), db_bitmaps=_bitmaps(d))

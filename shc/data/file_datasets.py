@@ -1,0 +1,131 @@
+"""Image-file datasets: Stanford Cars-A/-B, NABirds-A/-B, MSCOCO and custom ones.
+
+All share one layout, a directory holding ``train.txt`` (training images), ``test.txt`` (queries)
+and optionally ``database.txt`` (default: the training list, the -A "official split" protocol).
+Lines are ``relative/path.jpg<TAB>label`` or ``relative/path.jpg 0 1 0 ...`` (multi-hot); paths are
+relative to the directory (or ``image_root``). ``custom`` also takes an ImageFolder tree
+(``train/<class>/*``, ``test/<class>/*``, optional ``database/<class>/*``).
+"""
+from __future__ import annotations
+
+import os
+
+from shc.data.base import DataRootError, HashingDataset
+from shc.data.files import (FileSplit, check_files_exist, encode_labels, read_list_file, scan_image_folder)
+from shc.data.registry import data_root_candidates, missing_root_error, register_dataset
+
+SPLIT_FILES = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
+
+
+def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | None = None,
+                       num_labels: int | None = None, allow_image_folder: bool = False,
+                       image_root: str | None = None, resize_size: int = 256, crop_size: int = 224,
+                       verify_files: bool = True, how_to_get: str = "") -> HashingDataset:
+    """Find the data root, read the lists (or folders), check them, and build the three file splits.
+
+    multi_label / num_labels: what a named dataset must be (None: whatever the files say).
+    """
+    tried = data_root_candidates(name, data_root)
+    root = next((r for r in tried if _has_lists(r) or (allow_image_folder and _has_folders(r))), None)
+    if root is None:
+        expected = "train.txt and test.txt (optional database.txt) with lines 'path<TAB>label' or 'path 0 1 0 ...'"
+        if allow_image_folder:
+            expected += ", or an ImageFolder tree train/<class>/*, test/<class>/* (optional database/<class>/*)"
+        raise missing_root_error(name, tried, expected, how_to_get)
+
+    if _has_lists(root):
+        sources = {split: os.path.join(root, f) for split, f in SPLIT_FILES.items()
+                   if os.path.isfile(os.path.join(root, f))}
+        lists = {split: read_list_file(path, image_root or root) for split, path in sources.items()}
+    else:
+        sources = {split: os.path.join(root, folder) for split, folder in
+                   (("train", "train"), ("query", "test"), ("database", "database"))
+                   if os.path.isdir(os.path.join(root, folder))}
+        lists = {split: scan_image_folder(path) for split, path in sources.items()}
+    if "database" not in lists:
+        lists["database"], sources["database"] = lists["train"], sources["train"]
+
+    order = ("train", "query", "database")
+    labels, num_classes, class_names = encode_labels([lists[s] for s in order])
+    is_multi = lists["train"].multi_label
+    if multi_label is not None and is_multi != multi_label:
+        kind = "multi-hot 'path 0 1 0 ...'" if multi_label else "single-label 'path<TAB>label'"
+        raise ValueError(f"{name}: expected {kind} list files in {root}")
+    if num_labels is not None and is_multi and num_classes != num_labels:
+        raise ValueError(f"{name}: list files in {root} have {num_classes} labels per line, expected {num_labels}")
+    if verify_files:
+        for s in order:
+            check_files_exist(lists[s].paths, sources[s])
+
+    def split(s, ids):
+        return FileSplit(lists[s].paths, ids, resize_size=resize_size, crop_size=crop_size)
+
+    train, query, database = (split(s, ids) for s, ids in zip(order, labels))
+    return HashingDataset(name, num_classes=num_classes, multi_label=is_multi, channels=3, image_size=crop_size,
+                          train=train, query=query, database=database, class_names=class_names)
+
+
+def _has_lists(root: str) -> bool:
+    return all(os.path.isfile(os.path.join(root, SPLIT_FILES[s])) for s in ("train", "query"))
+
+
+def _has_folders(root: str) -> bool:
+    return all(os.path.isdir(os.path.join(root, d)) for d in ("train", "test"))
+
+
+def _lists_how_to(what: str) -> str:
+    return (f"Put the {what} images and the MDS-style list files (train.txt = training and database, "
+            f"test.txt = queries, optional database.txt) in one directory, image paths relative to it.")
+
+
+FILE_OPTIONS = ("image_root", "resize_size", "crop_size", "verify_files")
+
+
+def _options(name: str, options: dict) -> dict:
+    unknown = sorted(set(options) - set(FILE_OPTIONS))
+    if unknown:
+        raise TypeError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(FILE_OPTIONS)}")
+    return options
+
+
+def _register(name: str, aliases: tuple[str, ...], doc: str, **fixed):
+    """Register a list-file dataset: ``fixed`` are its format constraints, callers pass FILE_OPTIONS."""
+    @register_dataset(name, *aliases)
+    def load(data_root=None, seed=0, **options):  # the protocol is the lists': seed is not used
+        return load_image_dataset(name, data_root, **fixed, **_options(name, options))
+    load.__name__, load.__doc__ = name.replace("-", "_"), doc
+    return load
+
+
+stanford_cars_a = _register(
+    "stanford-cars-a", ("stanford_cars-official-seg", "stanford-cars"),
+    "Stanford Cars, official split (train 8,144 = database, test 8,041 = queries), 196 classes.",
+    multi_label=False, how_to_get=_lists_how_to("Stanford Cars"))
+stanford_cars_b = _register(
+    "stanford-cars-b", ("stanford_cars-new-seg",),
+    "Stanford Cars-B: the list files given (the split is not published).",
+    multi_label=False, how_to_get=_lists_how_to("Stanford Cars (-B split)"))
+nabirds_a = _register(
+    "nabirds-a", ("NAbirds-official-seg", "nabirds"),
+    "NABirds, official split (database = train), 555 classes.",
+    multi_label=False, how_to_get=_lists_how_to("NABirds"))
+nabirds_b = _register(
+    "nabirds-b", ("NAbirds-new-seg",),
+    "NABirds-B: the list files given (the split is not published).",
+    multi_label=False, how_to_get=_lists_how_to("NABirds (-B split)"))
+coco = _register(
+    "coco", ("mscoco", "coco2014"),
+    "MSCOCO with DeepHash-pytorch's multi-hot lists (80 labels): train 10,000 / query 5,000 / database 117,218.",
+    multi_label=True, num_labels=80,
+    how_to_get="Use DeepHash-pytorch's data/coco/{train,test,database}.txt (lines 'train2014/COCO_train2014_....jpg' "
+               "+ 80 ints 0/1) with the COCO 2014 images under the same directory (or pass image_root).")
+
+
+@register_dataset("custom")
+def custom(data_root=None, seed=0, **options):
+    """Your own data: list files (either format) or an ImageFolder tree; data_root is required."""
+    if data_root is None:
+        raise DataRootError("custom: pass data_root / --data-root: a directory with train.txt and test.txt "
+                            "(optional database.txt), or train/ and test/ ImageFolder trees")
+    return load_image_dataset("custom", data_root, allow_image_folder=True,
+                              how_to_get="See docs/data.md for the formats.", **_options("custom", options))

@@ -1,0 +1,65 @@
+"""The dataset registry: ``name -> constructor(data_root, seed, **options) -> HashingDataset``.
+
+Names are matched case-insensitively with ``_`` and ``-`` treated alike, so the seed's names
+(``cifar-100-new-seg``, ``stanford_cars-official-seg``, ``NAbirds-official-seg``, ...) and
+torchvision's (``FashionMNIST``) resolve to the canonical ones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from shc.data.base import DataRootError, HashingDataset
+
+DATASETS: dict[str, Callable[..., HashingDataset]] = {}
+ALIASES: dict[str, str] = {}  # normalised alias -> canonical name
+
+DATA_ROOT_ENV = "SHC_DATA_ROOT"
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def register_dataset(name: str, *aliases: str):
+    """Decorator registering a dataset constructor under ``name`` and its aliases."""
+    def wrap(fn):
+        for alias in (name, *aliases):
+            if _key(alias) in ALIASES:
+                raise ValueError(f"dataset name {alias!r} registered twice")
+            ALIASES[_key(alias)] = name
+        DATASETS[name] = fn
+        return fn
+    return wrap
+
+
+def canonical_name(name: str) -> str:
+    """The registered name for ``name`` or one of its aliases; ValueError listing the choices."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
+    try:
+        return ALIASES[_key(name)]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))} "
+                         f"(aliases: {', '.join(sorted(a for a in ALIASES if a not in DATASETS))})") from None
+
+
+def load_dataset(name: str, data_root: str | None = None, seed: int = 0, **options) -> HashingDataset:
+    """Load a dataset by name (or alias) with its retrieval protocol, seeded by ``seed``."""
+    return DATASETS[canonical_name(name)](data_root=data_root, seed=seed, **options)
+
+
+def data_root_candidates(name: str, data_root: str | None, defaults: tuple[str, ...] = ()) -> list[str]:
+    """Where to look for a dataset: ``data_root`` if given, else ``defaults`` then ``$SHC_DATA_ROOT/<name>``."""
+    if data_root is not None:
+        return [os.path.expanduser(str(data_root))]
+    candidates = list(defaults)
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        candidates.append(os.path.join(os.path.expanduser(env), name))
+    return candidates
+
+
+def missing_root_error(name: str, tried: list[str], expected: str, how_to_get: str) -> DataRootError:
+    where = ", ".join(tried) if tried else f"nowhere (no data_root / --data-root given and ${DATA_ROOT_ENV} unset)"
+    return DataRootError(f"{name}: data not found; looked in {where}. Expected {expected}. {how_to_get}")

@@ -1,0 +1,165 @@
+"""Backbones, the hashing network and the stage-1 classifier.
+
+A small timm-style registry: ``create_backbone(name, in_channels=..., small_input=..., pretrained=...)``
+returns a module mapping images to a flat feature vector and carrying ``num_features``.
+Heads are plain modules on top: ``HashNet(backbone, bits)`` and ``Classifier(backbone, num_classes)``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["BACKBONES", "register_backbone", "create_backbone", "list_backbones", "CompactCNN",
+           "HashNet", "Classifier", "find_pretrained_weights"]
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    def wrap(fn):
+        BACKBONES[name] = fn
+        return fn
+    return wrap
+
+
+def list_backbones() -> list[str]:
+    return sorted(BACKBONES)
+
+
+def create_backbone(name: str, *, in_channels: int = 3, small_input: bool = False,
+                    pretrained: str | None = None) -> nn.Module:
+    """Build a registered backbone. ``pretrained``: a local weights file, or None to look in torchvision's cache."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    return BACKBONES[name](in_channels=in_channels, small_input=small_input, pretrained=pretrained)
+
+
+# --------------------------------------------------------------------------------------------- compact CNN
+class CompactCNN(nn.Module):
+    """Three conv-BN-ReLU-maxpool blocks (16/32/64 channels), then a 3×3 average grid flattened (576 features).
+
+    Keeping a coarse spatial grid instead of a global pool helps on small centred images (Fashion-MNIST);
+    about 2k training images/s on one CPU core.
+    """
+
+    def __init__(self, in_channels: int = 1, widths: tuple[int, int, int] = (16, 32, 64)):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for c_out in widths:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.num_features = c_in * 9
+
+    def forward(self, x):
+        return self.pool(self.features(x)).flatten(1)
+
+
+@register_backbone("compact")
+def compact(*, in_channels: int = 1, small_input: bool = True, pretrained: str | None = None) -> nn.Module:
+    if pretrained:
+        raise ValueError("the compact backbone has no pretrained weights; drop --pretrained or pick a resnet")
+    return CompactCNN(in_channels)
+
+
+# --------------------------------------------------------------------------------------------- ResNets
+_warned_no_weights: set[str] = set()
+
+
+def find_pretrained_weights(arch: str) -> str | None:
+    """torchvision's cached ImageNet file for ``arch`` under $TORCH_HOME (torch.hub.get_dir()), if present."""
+    import torchvision
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    return path if os.path.isfile(path) else None
+
+
+class _ResNetFeatures(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.num_features = net.fc.in_features
+        net.fc = nn.Identity()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str | None) -> nn.Module:
+    import torchvision
+    net = getattr(torchvision.models, arch)(weights=None)
+    path = pretrained or find_pretrained_weights(arch)
+    if pretrained and not os.path.isfile(pretrained):
+        raise ValueError(f"pretrained weights file not found: {pretrained}")
+    if path:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file: say which one
+            raise ValueError(f"cannot read pretrained weights {path}: {exc}") from exc
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise ValueError(f"{path} does not hold {arch} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    elif arch not in _warned_no_weights:
+        _warned_no_weights.add(arch)
+        warnings.warn(f"no ImageNet weights for {arch} (pass --pretrained PATH or put "
+                      f"{arch} weights in {torch.hub.get_dir()}/checkpoints); training from scratch",
+                      stacklevel=3)
+    conv1 = net.conv1
+    if small_input or in_channels != 3:
+        # 28–32 px inputs: a 3×3 stride-1 stem and no max-pool keep the 4 stages' spatial resolution useful.
+        k, s, p = (3, 1, 1) if small_input else (7, 2, 3)
+        new = nn.Conv2d(in_channels, 64, k, s, p, bias=False)
+        if path and not small_input:
+            # grey input: the sum over RGB filters responds to a grey image as the RGB net did
+            with torch.no_grad():
+                new.weight.copy_(conv1.weight.sum(1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels)
+        net.conv1 = new
+        if small_input:
+            net.maxpool = nn.Identity()
+    return _ResNetFeatures(net)
+
+
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    register_backbone(_arch)(lambda *, _a=_arch, **kw: _resnet(_a, **kw))
+
+
+# --------------------------------------------------------------------------------------------- heads
+class HashNet(nn.Module):
+    """backbone + Linear(feat, bits); the head starts at N(0, 0.01²) weights and zero bias (the paper's init).
+
+    forward returns u, the pre-tanh outputs; codes are sign(u) with sign(0) = +1.
+    """
+
+    def __init__(self, backbone: nn.Module, bits: int):
+        super().__init__()
+        if not isinstance(bits, int) or bits < 1:
+            raise ValueError(f"bits must be a positive int, got {bits!r}")
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, bits)
+        nn.init.normal_(self.head.weight, 0.0, 0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+class Classifier(nn.Module):
+    """backbone + Linear(feat, num_classes): the stage-1 network."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))

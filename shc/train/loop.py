@@ -1,0 +1,117 @@
+"""The epoch loop shared by stage 1 (classifier) and stage 3 (hashing network).
+
+RMSprop + cosine decay (the paper's optimiser for both stages), bf16 autocast and channels_last on CUDA,
+one checkpoint per epoch holding everything needed to continue (model, optimiser, schedule, history).
+Shuffling and augmentation are seeded by (seed, epoch) inside Split.batches, so a resumed run sees exactly
+the batches the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from shc.train.artifacts import load_checkpoint, save_checkpoint
+from shc.train.dist import Dist
+
+
+@dataclass
+class LoopOptions:
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 1e-5
+    final_lr: float = 1e-7
+    seed: int = 0
+    workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Model outputs in fp32; bf16 autocast + channels_last on CUDA."""
+    if images.is_cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(images).float()
+    return model(images)
+
+
+def checkpoint_state(path, fp: str) -> tuple[dict | None, bool]:
+    """(state, complete) of the checkpoint at ``path`` if it belongs to fingerprint ``fp``."""
+    state = load_checkpoint(path, fp)
+    return state, bool(state and state["epoch"] >= state["epochs"])
+
+
+def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOptions, *, name: str,
+                 checkpoint_path, fp: str, resume_state: dict | None = None, dist: Dist = Dist(),
+                 evaluate: Callable[[int], dict] | None = None, callback: Callable | None = None) -> list[dict]:
+    """Train for ``opts.epochs`` epochs (continuing from ``resume_state`` if given); return the history.
+
+    loss_fn(outputs, labels) -> scalar. evaluate(epoch) -> dict merged into that epoch's record (it
+    decides itself which epochs to evaluate). callback(name, record) runs after each epoch's checkpoint.
+    """
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs, eta_min=opts.final_lr)
+    history, start = [], 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        history, start = list(resume_state["history"]), int(resume_state["epoch"])
+    # BatchNorm cannot train on a batch of one: drop the ragged tail when the split allows it
+    drop_last = len(split) >= opts.batch_size * dist.world_size
+    steps = split.num_batches(opts.batch_size, train=True, rank=dist.rank, world_size=dist.world_size,
+                              drop_last=drop_last)
+    epochs_bar = tqdm(range(start, opts.epochs), desc=name, initial=start, total=opts.epochs,
+                      disable=not (opts.progress and dist.is_main), unit="epoch", leave=False)
+    for epoch in epochs_bar:
+        model.train()
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
+        seen = 0
+        batches = split.batches(opts.batch_size, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
+                                rank=dist.rank, world_size=dist.world_size, workers=opts.workers,
+                                drop_last=drop_last)
+        for images, labels, _ in tqdm(batches, total=steps, desc=f"epoch {epoch + 1}", leave=False,
+                                      disable=not (opts.progress and dist.is_main), unit="batch"):
+            loss = loss_fn(forward(model, images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(labels)  # no host sync per step
+            seen += len(labels)
+        scheduler.step()
+        record = {"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1), "lr": lr,
+                  "seconds": time.perf_counter() - t0}
+        if evaluate is not None:
+            record.update(evaluate(epoch + 1))
+        history.append(record)
+        if dist.is_main:
+            save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "history": history,
+                                              "epoch": epoch + 1, "epochs": opts.epochs}, fp)
+            summary = " ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k != "epoch")
+            tqdm.write(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}")
+        if callback is not None:
+            callback(name, record)
+    return history
+
+
+def _fmt(v):
+    if isinstance(v, dict):
+        return "/".join(f"{x:.4f}" for x in v.values())
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,384 @@
+"""The three SHC stages end to end: ``run_pipeline(TrainConfig(...)) -> metrics dict`` (metrics.json).
+
+Stage 1 (classifier -> similarity S; skipped for --centers csq|mds), stage 2 (hash centers), stage 3
+(hashing network, evaluated every ``test_map`` epochs). Every stage's artifact is fingerprinted with all it
+depends on, so a rerun reuses what matches and recomputes what does not; ``resume`` continues an interrupted
+stage from its last per-epoch checkpoint. Rank 0 writes; every rank gets the same S and centers (``Dist``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shc.train.artifacts import (array_digest, atomic_write, fingerprint, load_array_artifact,
+                                 save_array_artifact, write_array, write_json)
+from shc.train.dist import Dist
+from shc.train.loop import LoopOptions, checkpoint_state, prepare_model
+
+CENTER_METHODS = ("shc", "mds", "csq")
+
+# Defaults per dataset: the paper's settings for its datasets; a CPU-sized run for Fashion-MNIST.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fashion-mnist": dict(backbone="compact", epochs=30, classify_epochs=15, lr=1e-3, batch_size=64, test_map=10),
+    "synthetic": dict(backbone="compact", epochs=4, classify_epochs=3, lr=1e-3, batch_size=32, test_map=2),
+    "paper": dict(backbone="resnet34", epochs=100, classify_epochs=100, lr=1e-4, batch_size=64, test_map=5),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one run depends on. ``None`` fields take the dataset's preset (see PRESETS)."""
+
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    data_options: dict = field(default_factory=dict)
+    num_classes: int | None = None          # checked against the data when given
+    bits: int = 32
+    centers: str = "shc"
+    backbone: str | None = None
+    pretrained: str | None = None
+    epochs: int | None = None
+    classify_epochs: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-5
+    final_lr: float = 1e-7
+    batch_size: int | None = None
+    eval_batch_size: int = 512
+    test_map: int | None = None
+    lambd: float = 1e-4
+    topk: tuple = (100, 1000, "all")
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    similarity_mask: str = "gt"
+    similarity_multilabel: str = "negatives"
+    multilabel_centers: str = "csq"
+    out: str = "runs/shc"
+    stage1_cache: str | None = None          # shared dir: several runs reuse one stage-1 result
+    resume: bool = False
+    progress: bool = True
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with presets filled in and every option checked (ValueError on bad input)."""
+        preset = PRESETS.get(self.dataset, PRESETS["paper"])
+        cfg = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+        cfg.topk = normalize_topk(cfg.topk)
+        _check_config(cfg)
+        return cfg
+
+
+def normalize_topk(topk) -> tuple:
+    """Sorted unique cut-offs, ints then "all": always including 100, 1000 and "all"."""
+    values = set()
+    for k in (100, 1000, "all", *topk):
+        if isinstance(k, str) and k.strip().lower() == "all":
+            values.add("all")
+            continue
+        try:
+            k_int = int(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"topk values must be positive integers or 'all', got {k!r}") from None
+        if k_int < 1 or str(k_int) != str(k).strip():
+            raise ValueError(f"topk values must be positive integers or 'all', got {k!r}")
+        values.add(k_int)
+    ints = sorted(v for v in values if v != "all")
+    return (*ints, "all")
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    from shc.models import list_backbones
+    from shc.similarity import MASKS, MULTILABEL_RULES
+    from shc.train.stage3 import MULTILABEL_CENTER_RULES
+
+    def positive_int(name):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+    for name in ("bits", "epochs", "classify_epochs", "batch_size", "eval_batch_size", "test_map"):
+        positive_int(name)
+    if cfg.centers not in CENTER_METHODS:
+        raise ValueError(f"centers must be one of {', '.join(CENTER_METHODS)}, got {cfg.centers!r}")
+    if cfg.backbone not in list_backbones():
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(list_backbones())}")
+    for name in ("lr", "lambd", "weight_decay", "final_lr"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+            raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {v!r}")
+    if cfg.similarity_mask not in MASKS:
+        raise ValueError(f"similarity mask must be one of {MASKS}, got {cfg.similarity_mask!r}")
+    if cfg.similarity_multilabel not in MULTILABEL_RULES:
+        raise ValueError(f"similarity multi-label rule must be one of {MULTILABEL_RULES}")
+    if cfg.multilabel_centers not in MULTILABEL_CENTER_RULES:
+        raise ValueError(f"multi-label center rule must be one of {MULTILABEL_CENTER_RULES}")
+    if cfg.workers < 0:
+        raise ValueError(f"workers must be >= 0, got {cfg.workers}")
+    if cfg.pretrained and not os.path.isfile(cfg.pretrained):
+        raise ValueError(f"pretrained weights file not found: {cfg.pretrained}")
+    resolve_device(cfg.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type != "cpu":
+        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
+                 callback: Callable[[str, dict], None] | None = None) -> dict:
+    """Run (or reuse) the three stages into ``cfg.out`` and return the metrics.json content.
+
+    callback(stage_name, epoch_record) is called after each epoch's checkpoint (progress hooks, tests).
+    """
+    from shc.centers import center_report, make_centers
+    from shc.data import load_dataset
+    from shc.models import Classifier, HashNet, create_backbone, find_pretrained_weights
+    from shc.train import stage1, stage3
+
+    cfg = cfg.resolved()
+    dist = dist or Dist.current()
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    say = tqdm.write if dist.is_main else (lambda *_: None)
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, **cfg.data_options)
+    if cfg.num_classes is not None and cfg.num_classes != dataset.num_classes:
+        raise ValueError(f"--num_classes {cfg.num_classes} does not match {dataset.name}, "
+                         f"which has {dataset.num_classes} classes")
+    if 2 ** min(cfg.bits, 62) < dataset.num_classes:
+        raise ValueError(f"{cfg.bits} bits cannot give {dataset.num_classes} distinct centers")
+    seconds["data"] = time.perf_counter() - t0
+    say(f"data: {dataset!r}")
+    data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
+               "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes}
+    small_input = dataset.image_size <= 64
+
+    def build(head_cls, width):
+        torch.manual_seed(cfg.seed)  # the same init whatever ran (or was reused) before
+        backbone = create_backbone(cfg.backbone, in_channels=dataset.channels, small_input=small_input,
+                                   pretrained=cfg.pretrained)
+        return prepare_model(head_cls(backbone, width), device)
+
+    def loop_options(epochs):
+        return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=device,
+                           progress=cfg.progress)
+
+    weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet") else None)
+    model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
+                "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
+
+    # ---- stage 1: classifier -> similarity
+    similarity, stage1_info = None, {}
+    t0 = time.perf_counter()
+    if cfg.centers == "shc":
+        fp1 = fingerprint(stage=1, data=data_id, model=model_id, epochs=cfg.classify_epochs,
+                          mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel)
+        stage1_dir = Path(cfg.stage1_cache) / f"stage1-{fp1[:16]}" if cfg.stage1_cache else out
+        similarity = load_array_artifact(stage1_dir / "similarity.npy", fp1)
+        if similarity is not None:
+            say(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
+        else:
+            classifier = build(Classifier, dataset.num_classes)
+            ckpt = stage1_dir / "checkpoints" / "classifier.pt"
+            state, complete = checkpoint_state(ckpt, fp1)
+            history = []
+            if complete:
+                classifier.load_state_dict(state["model"])
+                history = state["history"]
+                say(f"stage 1: reusing trained classifier {ckpt}")
+            else:
+                history = stage1.train_classifier(
+                    classifier, dataset, loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
+                    fp=fp1, resume_state=_resumable(state, cfg.resume, ckpt, say), dist=dist, callback=callback)
+            similarity = stage1.similarity_from_classifier(
+                classifier, dataset.train, batch_size=cfg.eval_batch_size, device=device, dist=dist,
+                mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel, progress=cfg.progress)
+            accuracy = stage1.classifier_accuracy(classifier, dataset.query, batch_size=cfg.eval_batch_size,
+                                                  device=device, dist=dist)
+            if dist.is_main:
+                save_array_artifact(stage1_dir / "similarity.npy", similarity, fp1)
+                write_json(stage1_dir / "stage1.json", {"fingerprint": fp1, "history": history,
+                                                        "query_accuracy": accuracy})
+        similarity = dist.from_main(similarity)
+        if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
+            save_array_artifact(out / "similarity.npy", similarity, fp1)
+            for name in ("stage1.json", "checkpoints/classifier.pt"):
+                if (stage1_dir / name).is_file():
+                    atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
+        stage1_info = _read_json(out / "stage1.json") if dist.is_main else {}
+    seconds["stage1"] = time.perf_counter() - t0
+
+    # ---- stage 2: centers
+    t0 = time.perf_counter()
+    fp2 = fingerprint(stage=2, method=cfg.centers, bits=cfg.bits, classes=dataset.num_classes, seed=cfg.seed,
+                      similarity=None if similarity is None else array_digest(similarity))
+    centers = load_array_artifact(out / "centers.npy", fp2) if dist.is_main else None
+    if dist.is_main and centers is None:
+        centers = np.asarray(make_centers(cfg.centers, dataset.num_classes, cfg.bits,
+                                          similarity=similarity, seed=cfg.seed), dtype=np.int8)
+        save_array_artifact(out / "centers.npy", centers, fp2)
+    centers = dist.from_main(centers)  # every rank trains towards the very same centers
+    report = center_report(centers, similarity=similarity) if dist.is_main else {}
+    seconds["stage2"] = time.perf_counter() - t0
+    say(f"stage 2: {cfg.centers} centers {centers.shape[0]}×{centers.shape[1]}, "
+        f"min distance {report.get('min_distance', '?')}")
+
+    # ---- stage 3: hashing network
+    t0 = time.perf_counter()
+    fp3 = fingerprint(stage=3, data=data_id, model=model_id, epochs=cfg.epochs, centers=array_digest(centers),
+                      lambd=cfg.lambd, multilabel=cfg.multilabel_centers, test_map=cfg.test_map,
+                      topk=cfg.topk)
+    hashnet = build(HashNet, cfg.bits)
+    ckpt = ckpt_dir / "hashnet.pt"
+    evaluator = _Evaluator(hashnet, dataset, cfg, device, dist)
+    state, complete = checkpoint_state(ckpt, fp3)
+    if complete:
+        hashnet.load_state_dict(state["model"])
+        history = state["history"]
+        say(f"stage 3: reusing trained hashing network {ckpt}")
+    else:
+        history = stage3.train_hashnet(
+            hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
+            multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
+            resume_state=_resumable(state, cfg.resume, ckpt, say), dist=dist, evaluate=evaluator.maybe,
+            callback=callback)
+    seconds["stage3"] = time.perf_counter() - t0
+
+    # ---- final model: codes, metrics, plots
+    t0 = time.perf_counter()
+    (query_codes, db_codes), final = evaluator.final()
+    seconds["eval"] = time.perf_counter() - t0
+    seconds["total"] = sum(seconds.values())
+    if not dist.is_main:
+        return {}
+    metrics = {
+        "dataset": dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
+        "seed": cfg.seed, "epochs": cfg.epochs, "classify_epochs": cfg.classify_epochs if similarity is not None
+        else 0, "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
+        "best_on_query": best_on_query(history), "retrieval": final["retrieval"],
+        "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
+        "center_report": report, "seconds": seconds, "history": history,
+        "fingerprints": {"stage2": fp2, "stage3": fp3},
+        "config": dataclasses.asdict(cfg),
+    }
+    codes_dir = out / "codes"
+    write_array(codes_dir / "query_codes.npy", query_codes)
+    write_array(codes_dir / "db_codes.npy", db_codes)
+    write_array(codes_dir / "query_labels.npy", dataset.query.labels)
+    write_array(codes_dir / "db_labels.npy", dataset.database.labels)
+    write_json(out / "metrics.json", metrics)
+    from shc.train.plots import plot_history
+    plot_history(metrics["stage1"].get("history", []), history, out / "training.png",
+                 title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
+    from shc.plots import plot_pr_curves
+    plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in final["pr_curves"].items()},
+                   out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
+    say(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
+        f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
+    return metrics
+
+
+class _Evaluator:
+    """Encodes query/database with the current model every ``test_map`` epochs and at the end; the final
+    evaluation reuses the last epoch's codes when that epoch was just evaluated."""
+
+    def __init__(self, model, dataset, cfg: TrainConfig, device, dist: Dist):
+        self.model, self.dataset, self.cfg, self.device, self.dist = model, dataset, cfg, device, dist
+        self.last = None  # (epoch, codes, result)
+
+    def run(self, epoch):
+        from shc.train.stage3 import encode_split
+        kw = dict(batch_size=self.cfg.eval_batch_size, device=self.device, dist=self.dist, progress=self.cfg.progress)
+        codes = (encode_split(self.model, self.dataset.query, desc="encode query", **kw),
+                 encode_split(self.model, self.dataset.database, desc="encode database", **kw))
+        result = evaluate_codes(*codes, self.dataset.query.labels, self.dataset.database.labels,
+                                topk=self.cfg.topk) if self.dist.is_main else {}
+        self.last = (epoch, codes, result)
+        return codes, result
+
+    def maybe(self, epoch: int) -> dict:
+        if epoch % self.cfg.test_map and epoch != self.cfg.epochs:
+            return {}
+        _, result = self.run(epoch)
+        return {"mAP": result.get("mAP"), "mAP_expected": result.get("mAP_expected")}
+
+    def final(self):
+        if self.last is not None and self.last[0] == self.cfg.epochs:
+            return self.last[1], self.last[2]
+        return self.run(self.cfg.epochs)
+
+
+def evaluate_codes(query_codes, db_codes, query_labels, db_labels, *, topk) -> dict:
+    """mAP at each cut-off with index tie-breaking (what shc-eval reports) and tie-aware ("expected"),
+    plus the index report's precision/recall at k and PR curves."""
+    from shc.metrics import evaluate
+    report = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="index")
+    expected = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="expected")
+    full = report.to_dict()
+    return {"mAP": full["mAP"], "mAP_expected": expected.to_dict()["mAP"], "pr_curves": report.pr_curves(),
+            "retrieval": {k: full[k] for k in ("precision_at_k", "recall_at_k", "precision_at_radius",
+                                               "recall_at_radius", "radius", "pr_curve_radius", "pr_curve_rank")}}
+
+
+def best_on_query(history: list[dict]) -> dict:
+    """For each metric separately, the best value over evaluated epochs on the query set (the paper's
+    model selection; no held-out split, so labelled as such) with the epoch it came from."""
+    best: dict = {}
+    for record in history:
+        for family in ("mAP", "mAP_expected"):
+            for k, v in (record.get(family) or {}).items():
+                slot = best.setdefault(family, {})
+                if k not in slot or v > slot[k]["value"]:
+                    slot[k] = {"value": v, "epoch": record["epoch"]}
+    return best
+
+
+def _resumable(state, resume: bool, ckpt, say):
+    if state is None:
+        return None
+    if resume:
+        say(f"resuming from {ckpt} at epoch {state['epoch']}/{state['epochs']}")
+        return state
+    say(f"note: {ckpt} holds an interrupted run (epoch {state['epoch']}); starting over (pass --resume to continue)")
+    return None
+
+
+def _file_id(path):
+    """Identity of an input file for fingerprints: path, size and mtime (hashing 80 MB weights every run is waste)."""
+    if not path:
+        return None
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+def _read_json(path):
+    import json
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}

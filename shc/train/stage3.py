@@ -1,0 +1,75 @@
+"""Stage 3: train the hashing network towards the hash centers; encode and evaluate the retrieval splits."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shc.losses import center_loss
+from shc.train.dist import Dist
+from shc.train.loop import LoopOptions, forward, train_epochs
+
+MULTILABEL_CENTER_RULES = ("csq", "first")
+
+
+def tie_break_center(bits: int, seed: int) -> torch.Tensor:
+    """The fixed random ±1 center that settles zero bits of CSQ's multi-label rule (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (bits,), generator=g).float() * 2 - 1
+
+
+def multilabel_targets(labels: torch.Tensor, centers: torch.Tensor, rule: str = "csq",
+                       tie_center: torch.Tensor | None = None) -> torch.Tensor:
+    """B×q ±1 targets for multi-hot ``labels`` (B×C) and ``centers`` (C×q).
+
+    csq: sign of the sum of the image's label centers, zero bits taken from ``tie_center``.
+    first: the first positive label's center (the public code's rule).
+    """
+    if rule not in MULTILABEL_CENTER_RULES:
+        raise ValueError(f"multi-label center rule must be one of {MULTILABEL_CENTER_RULES}, got {rule!r}")
+    positives = (labels > 0).to(centers.dtype)
+    if rule == "first":
+        return centers[positives.argmax(1)]
+    summed = positives @ centers
+    if tie_center is None:
+        raise ValueError("the csq rule needs tie_center (see tie_break_center)")
+    return torch.where(summed == 0, tie_center.to(summed), summed.sign())
+
+
+def hashing_loss(centers: torch.Tensor, *, lambd: float, multi_label: bool, rule: str = "csq", seed: int = 0):
+    """loss_fn(u, labels) for the epoch loop: the center loss against each image's center."""
+    centers = centers.float()
+    if not multi_label:
+        return lambda u, labels: center_loss(u, centers, labels, lambd)
+    tie = tie_break_center(centers.shape[1], seed).to(centers.device)
+    return lambda u, labels: center_loss(u, multilabel_targets(labels, centers, rule, tie), None, lambd)
+
+
+def train_hashnet(model, dataset, centers: torch.Tensor, opts: LoopOptions, *, lambd: float,
+                  multilabel_rule: str = "csq", **loop_kwargs) -> list[dict]:
+    loss_fn = hashing_loss(centers.to(opts.device), lambd=lambd, multi_label=dataset.multi_label,
+                           rule=multilabel_rule, seed=opts.seed)
+    return train_epochs(model, dataset.train, loss_fn, opts, **loop_kwargs)
+
+
+def sign_codes(u: torch.Tensor) -> torch.Tensor:
+    """±1 int8 codes, sign(0) = +1."""
+    return torch.where(u >= 0, 1, -1).to(torch.int8)
+
+
+@torch.no_grad()
+def encode_split(model, split, *, batch_size: int, device, dist: Dist = Dist(), desc: str = "encode",
+                 progress: bool = True) -> np.ndarray:
+    """N×q int8 ±1 codes of ``split`` in split order. Each rank encodes its shard; ``dist`` reassembles."""
+    model.eval()
+    rows, idx = [], []
+    batches = split.batches(batch_size, train=False, device=device, rank=dist.rank, world_size=dist.world_size)
+    total = split.num_batches(batch_size, rank=dist.rank, world_size=dist.world_size)
+    for images, _, indices in tqdm(batches, total=total, desc=desc, leave=False, unit="batch",
+                                   disable=not (progress and dist.is_main)):
+        rows.append(sign_codes(forward(model, images)).cpu())
+        idx.append(indices.cpu())
+    bits = model.head.out_features
+    codes = torch.cat(rows).numpy() if rows else np.empty((0, bits), np.int8)
+    indices = torch.cat(idx).numpy() if idx else np.empty(0, np.int64)
+    return dist.gather_rows(codes, indices, len(split))

@@ -1,0 +1,70 @@
+"""shc-eval end to end: JSON == Report.to_dict(), PNG written, one-line errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shc.cli.eval import main
+from shc.metrics import evaluate
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.choice([-1, 1], (5, 32))
+    ql, dl = rng.integers(0, 5, 30), rng.integers(0, 5, 400)
+    qc = centers[ql] * np.where(rng.random((30, 32)) < 0.1, -1, 1)
+    dc = centers[dl] * np.where(rng.random((400, 32)) < 0.1, -1, 1)
+    np.save(tmp_path / "qc.npy", qc.astype(np.float32))
+    np.savez(tmp_path / "db.npz", codes=dc, labels=dl)
+    np.savetxt(tmp_path / "ql.txt", ql, fmt="%d")
+    return tmp_path, (qc, dc, ql, dl)
+
+
+def _args(tmp):
+    return ["--query-codes", str(tmp / "qc.npy"), "--db-codes", str(tmp / "db.npz:codes"),
+            "--query-labels", str(tmp / "ql.txt"), "--db-labels", str(tmp / "db.npz:labels")]
+
+
+def test_cli_json_matches_api(files, capsys):
+    tmp, (qc, dc, ql, dl) = files
+    rc = main(_args(tmp) + ["--topk", "10", "100", "all", "--ties", "expected", "--json", str(tmp / "out/r.json"),
+                            "--pr-curve", str(tmp / "pr.png"), "--threads", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "mAP@k" in out and "P@H<=2" in out
+    got = json.loads((tmp / "out/r.json").read_text())
+    want = evaluate(qc, dc, ql, dl, topk=("10", "100", "all"), ties="expected", threads=2).to_dict()
+    assert list(got["mAP"]) == ["10", "100", "all"]
+    for key in want:
+        if key != "seconds":
+            assert got[key] == want[key], key
+    for key in ("ties", "bits", "n_query", "n_database", "queries_without_relevant", "pr_curve_radius",
+                "pr_curve_rank", "seconds", "precision_at_radius", "recall_at_radius"):
+        assert key in got
+    assert (tmp / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, t: a.__setitem__(1, str(t / "missing.npy")), "no such file"),
+    (lambda a, t: a.extend(["--topk", "0"]), "positive"),
+    (lambda a, t: a.extend(["--topk", "many"]), "positive integers or 'all'"),
+    (lambda a, t: a.__setitem__(3, str(t / "qc.npy")), "400 rows but 30 database codes"),
+    (lambda a, t: a.__setitem__(3, str(t / "db.npz")), "holds 2 arrays"),
+])
+def test_cli_errors_are_one_line_exit_2(files, capsys, change, message):
+    tmp, _ = files
+    args = _args(tmp)
+    change(args, tmp)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shc-eval: error:") and message in err and "\n" not in err
+
+
+def test_cli_bad_choice_exits_2_via_subprocess(files):
+    tmp, _ = files
+    proc = subprocess.run([sys.executable, "-m", "shc.cli.eval"] + _args(tmp) + ["--ties", "random"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "invalid choice" in proc.stderr

@@ -1,0 +1,189 @@
+"""Code and label forms, file loading, and clear errors for bad input (API: ValueError/TypeError)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+from shc.codes import pack_codes, prepare_labels, unpack_codes
+from shc.io import load_array
+from shc.metrics import evaluate, parse_topk, search
+
+
+@pytest.fixture
+def bits():
+    return np.random.default_rng(0).random((9, 70)) < 0.5
+
+
+@pytest.mark.parametrize("form", ["bool", "pm1_int8", "pm1_float64", "01_uint8", "real", "real_with_zero"])
+def test_all_code_forms_pack_to_the_same_words(bits, form):
+    arr = {
+        "bool": bits,
+        "pm1_int8": np.where(bits, 1, -1).astype(np.int8),
+        "pm1_float64": np.where(bits, 1.0, -1.0),
+        "01_uint8": bits.astype(np.uint8),
+        "real": np.where(bits, 0.7, -0.2).astype(np.float32),
+        "real_with_zero": np.where(bits, 0.0, -3.0),  # sign(0) = +1
+    }[form]
+    packed, q = pack_codes(arr)
+    assert q == 70 and packed.shape == (9, 2) and packed.dtype == np.uint64
+    np.testing.assert_array_equal(unpack_codes(packed, 70), bits)
+
+
+def test_packbits_input_and_padding_check(bits):
+    packed, q = pack_codes(np.packbits(bits, axis=1), bits=70)
+    np.testing.assert_array_equal(unpack_codes(packed, q), bits)
+    bad = np.packbits(bits, axis=1)
+    bad[0, -1] |= 1  # a bit beyond 70
+    with pytest.raises(ValueError, match="beyond bits=70"):
+        pack_codes(bad, bits=70)
+
+
+def test_torch_tensor_codes_without_importing_torch_here(bits):
+    torch = pytest.importorskip("torch")
+    packed, _ = pack_codes(torch.from_numpy(np.where(bits, 1.0, -1.0)).requires_grad_())
+    np.testing.assert_array_equal(unpack_codes(packed, 70), bits)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (np.ones(5), ValueError, "2-D"),
+    (np.ones((2, 3, 4)), ValueError, "2-D"),
+    (np.ones((0, 8)), ValueError, "empty"),
+    (np.ones((3, 0)), ValueError, "empty"),
+    (np.array([[1.0, np.nan]]), ValueError, "NaN"),
+    (np.array([[1.0, np.inf]]), ValueError, "NaN or infinite"),
+    (np.array([[1, None]], dtype=object), TypeError, "object"),
+    (np.array([["a", "b"]]), TypeError, "dtype"),
+    (np.ones((2, 2), dtype=complex), TypeError, "dtype"),
+])
+def test_bad_codes(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        pack_codes(bad)
+
+
+def test_bit_length_mismatches():
+    with pytest.raises(ValueError, match="bit-length mismatch"):
+        pack_codes(np.ones((2, 16)), bits=12)
+    with pytest.raises(ValueError, match="bit-length mismatch"):
+        evaluate(np.ones((2, 16)), np.ones((3, 12)), [0, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="bit-length mismatch"):
+        search(np.ones((2, 16)), np.ones((3, 12)), 1)
+
+
+def test_label_forms_agree():
+    rng = np.random.default_rng(1)
+    qc, dc = rng.choice([-1, 1], (6, 16)), rng.choice([-1, 1], (40, 16))
+    qi, di = rng.integers(0, 4, 6), rng.integers(0, 4, 40)
+    eye = np.eye(4, dtype=np.float32)
+    ids = evaluate(qc, dc, qi, di).mAP
+    assert evaluate(qc, dc, eye[qi], eye[di]).mAP == ids          # one-hot
+    assert evaluate(qc, dc, qi, eye[di]).mAP == ids               # mixed ids / one-hot
+    assert evaluate(qc, dc, eye[qi].astype(bool), eye[di].astype(bool)).mAP == ids
+    assert evaluate(qc, dc, qi + 3_000_000_000, di + 3_000_000_000).mAP == ids  # ids beyond int32
+    kinds = prepare_labels(eye[qi], eye[di], 6, 40)
+    assert kinds["query_ids"] is not None and kinds["query_bitmaps"] is None
+
+
+def test_multi_hot_wide_labels_and_empty_rows():
+    rng = np.random.default_rng(2)
+    ql, dl = rng.random((5, 150)) < 0.03, rng.random((30, 150)) < 0.03
+    ql[0] = False  # a query relevant to nothing
+    kinds = prepare_labels(ql, dl, 5, 30)
+    assert kinds["query_bitmaps"].shape == (5, 3)
+    report = evaluate(rng.choice([-1, 1], (5, 8)), rng.choice([-1, 1], (30, 8)), ql, dl)
+    assert report.queries_without_relevant >= 1
+    assert report.ap[0].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("ql, dl, exc, match", [
+    ([0, 1], [0, 1, 2], ValueError, "query labels: 2 rows but 3 query codes"),
+    ([0, 1, -1], [0, 1, 2], ValueError, "negative class id"),
+    ([0, 1, 0.5], [0, 1, 2], ValueError, "integers"),
+    ([0, 1, np.nan], [0, 1, 2], ValueError, "NaN"),
+    (np.ones((3, 2, 2)), [0, 1, 2], ValueError, "1-D class ids or a 2-D"),
+    (np.full((3, 2), 2), np.ones((3, 2)), ValueError, "only 0/1"),
+    (np.ones((3, 2)), np.ones((3, 5)), ValueError, "columns"),
+    (np.array([1, None, 2], dtype=object), [0, 1, 2], TypeError, "object"),
+])
+def test_bad_labels(ql, dl, exc, match):
+    with pytest.raises(exc, match=match):
+        evaluate(np.ones((3, 4)), np.ones((3, 4)), ql, dl)
+
+
+@pytest.mark.parametrize("topk, match", [(0, "positive"), (-5, "positive"), ("ten", "positive integers"),
+                                         (2.5, "positive integers"), ([], "empty"), ([True], "positive integers")])
+def test_bad_topk(topk, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate(np.ones((3, 4)), np.ones((3, 4)), [0, 1, 2], [0, 1, 2], topk=topk)
+
+
+def test_topk_keys_keep_the_given_spelling_and_k_beyond_n_is_n():
+    assert parse_topk(["100", "all", 7]) == [("100", 100), ("all", None), ("7", 7)]
+    rng = np.random.default_rng(3)
+    qc, dc = rng.choice([-1, 1], (4, 8)), rng.choice([-1, 1], (10, 8))
+    r = evaluate(qc, dc, [0, 1, 0, 1], rng.integers(0, 2, 10), topk=["10", "13", "all"])
+    assert list(r.mAP) == ["10", "13", "all"]
+    assert r.mAP["10"] == r.mAP["13"] == r.mAP["all"]
+
+
+@pytest.mark.parametrize("kwargs, match", [({"ties": "random"}, "unknown ties"), ({"threads": 0}, "threads"),
+                                           ({"radius": -1}, "radius"), ({"pr_ranks": [0, 3]}, "pr_ranks"),
+                                           ({"bits": 0}, "bits")])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate(np.ones((3, 4)), np.ones((3, 4)), [0, 1, 2], [0, 1, 2], **kwargs)
+
+
+def test_bad_search_k():
+    for k in (0, -1, "3", 2.0):
+        with pytest.raises(ValueError, match="k must be"):
+            search(np.ones((3, 4)), np.ones((3, 4)), k)
+
+
+# ------------------------------------------------------------------------------------------------- files
+
+def test_load_array_formats(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", a)
+    np.savez(tmp_path / "a.npz", codes=a, labels=np.arange(3))
+    np.savez(tmp_path / "one.npz", only=a)
+    scipy.io.savemat(tmp_path / "a.mat", {"B": a, "L": np.arange(3)})
+    np.savetxt(tmp_path / "a.txt", a)
+    np.savetxt(tmp_path / "a.csv", a, delimiter=",")
+    for spec in ("a.npy", "a.npz:codes", "one.npz", "a.mat:B", "a.txt", "a.csv"):
+        np.testing.assert_array_equal(load_array(str(tmp_path / spec)), a, err_msg=spec)
+    np.testing.assert_array_equal(load_array(str(tmp_path / "a.npz:labels")), np.arange(3))
+
+
+def test_load_array_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6.0).reshape(2, 3)
+    torch.save(t, tmp_path / "t.pt")
+    torch.save({"codes": t}, tmp_path / "d.pt")
+    np.testing.assert_array_equal(load_array(str(tmp_path / "t.pt")), t.numpy())
+    np.testing.assert_array_equal(load_array(str(tmp_path / "d.pt:codes")), t.numpy())
+
+
+def test_load_array_errors(tmp_path):
+    np.savez(tmp_path / "two.npz", x=np.ones(2), y=np.ones(2))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "bad.csv").write_text("1,2\nx,y\n")
+    (tmp_path / "a.xyz").write_text("1")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_array(str(tmp_path / "missing.npy"))
+    with pytest.raises(ValueError, match="holds 2 arrays"):
+        load_array(str(tmp_path / "two.npz"))
+    with pytest.raises(ValueError, match="no array named 'z'"):
+        load_array(str(tmp_path / "two.npz:z"))
+    with pytest.raises(ValueError, match="object/pickled"):
+        load_array(str(tmp_path / "obj.npy"))
+    with pytest.raises(ValueError, match="not a numeric table"):
+        load_array(str(tmp_path / "bad.csv"))
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_array(str(tmp_path / "a.xyz"))
+
+
+def test_import_shc_evaluate_does_not_import_torch():
+    code = "import shc, sys; shc.evaluate; shc.search; import shc.cli.eval; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
