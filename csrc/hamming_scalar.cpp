@@ -9,6 +9,18 @@ namespace {
 template <size_t W>  // W = 0: width known only at run time
 inline void hamming_rows(const uint64_t* query, const uint64_t* db, size_t n, size_t words, uint16_t* out) {
     const size_t width = W ? W : words;
+    if constexpr (W == 1) {  // unrolled: the loop overhead would otherwise match the work
+        const uint64_t q0 = query[0];
+        size_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            out[i] = static_cast<uint16_t>(__builtin_popcountll(q0 ^ db[i]));
+            out[i + 1] = static_cast<uint16_t>(__builtin_popcountll(q0 ^ db[i + 1]));
+            out[i + 2] = static_cast<uint16_t>(__builtin_popcountll(q0 ^ db[i + 2]));
+            out[i + 3] = static_cast<uint16_t>(__builtin_popcountll(q0 ^ db[i + 3]));
+        }
+        for (; i < n; ++i) out[i] = static_cast<uint16_t>(__builtin_popcountll(q0 ^ db[i]));
+        return;
+    }
     for (size_t i = 0; i < n; ++i) {
         const uint64_t* row = db + i * width;
         unsigned d = 0;

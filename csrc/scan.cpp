@@ -6,38 +6,50 @@ namespace shc {
 
 namespace {
 
-constexpr size_t kBlock = 1024;  // database items per block: distances and flags stay in L1 between steps
+#if defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define SHC_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SHC_VECTOR_CLONES
+#endif
 
-void mark_relevance(const Labels& db, const Labels& query, size_t query_index, size_t begin, size_t count,
-                    uint8_t* flag) {
+constexpr size_t kBlock = 1024;  // database items per block: distances and increments stay in L1 between steps
+
+constexpr uint64_t kRelevantOne = uint64_t(1) << 32;
+
+// inc[i] = 1 + (relevant << 32): what item i adds to its bucket's packed (items | relevant << 32) counter.
+// Plain loops over restrict pointers, so the compiler vectorises them; the AVX2 clone (chosen at load time)
+// has the 64-bit compares SSE2 lacks.
+SHC_VECTOR_CLONES void relevance_increments(const Labels& db, const Labels& query, size_t query_index, size_t begin, size_t count,
+                          uint64_t* __restrict inc) {
     if (db.ids != nullptr) {
         const int32_t qid = query.ids[query_index];
-        const int32_t* ids = db.ids + begin;
-        for (size_t i = 0; i < count; ++i) flag[i] = ids[i] == qid;
+        const int32_t* __restrict ids = db.ids + begin;
+        for (size_t i = 0; i < count; ++i) inc[i] = 1 + (uint64_t(ids[i] == qid) << 32);
         return;
     }
     const size_t words = db.words;
     const uint64_t* qb = query.bitmaps + query_index * words;
-    const uint64_t* rows = db.bitmaps + begin * words;
+    const uint64_t* __restrict rows = db.bitmaps + begin * words;
     if (words == 1) {
-        for (size_t i = 0; i < count; ++i) flag[i] = (rows[i] & qb[0]) != 0;
+        const uint64_t q0 = qb[0];
+        for (size_t i = 0; i < count; ++i) inc[i] = 1 + (uint64_t((rows[i] & q0) != 0) << 32);
     } else if (words == 2) {
-        for (size_t i = 0; i < count; ++i) flag[i] = ((rows[2 * i] & qb[0]) | (rows[2 * i + 1] & qb[1])) != 0;
+        const uint64_t q0 = qb[0], q1 = qb[1];
+        for (size_t i = 0; i < count; ++i)
+            inc[i] = 1 + (uint64_t(((rows[2 * i] & q0) | (rows[2 * i + 1] & q1)) != 0) << 32);
     } else {
         for (size_t i = 0; i < count; ++i) {
             uint64_t shared = 0;
             for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
-            flag[i] = shared != 0;
+            inc[i] = 1 + (uint64_t(shared != 0) << 32);
         }
     }
 }
 
-constexpr uint64_t kRelevantOne = uint64_t(1) << 32;
-
 }  // namespace
 
 QueryScanner::QueryScanner(const Database& db, bool record_relevant)
-    : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), distance_(kBlock), flag_(kBlock),
+    : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), distance_(kBlock), increment_(kBlock),
       count_(static_cast<size_t>(db.bits) + 1) {
     if (record_) {
         relevant_.bucket.resize(db.n);
@@ -50,27 +62,27 @@ void QueryScanner::scan(const uint64_t* query_code, const Labels& query_labels, 
     std::fill(count_.begin(), count_.end(), 0);
     uint64_t* count = count_.data();
     uint16_t* dist = distance_.data();
-    uint8_t* flag = flag_.data();
+    uint64_t* inc = increment_.data();
     size_t found = 0;
     for (size_t begin = 0; begin < db_.n; begin += kBlock) {
         const size_t m = std::min(kBlock, db_.n - begin);
         hamming_(query_code, db_.codes + begin * db_.words, m, db_.words, dist);
-        mark_relevance(db_.labels, query_labels, query_index, begin, m, flag);
+        relevance_increments(db_.labels, query_labels, query_index, begin, m, inc);
         if (record_) {
-            // the bucket's running count before this item is its position under index-order ties; the list
-            // append is branchless (always written, kept only for relevant items)
-            uint16_t* rb = relevant_.bucket.data();
-            uint32_t* rp = relevant_.position.data();
+            // the bucket's running item count before this item is its position under index-order ties; the
+            // list append is branchless (always written, kept only when the item is relevant)
+            uint16_t* __restrict rb = relevant_.bucket.data();
+            uint32_t* __restrict rp = relevant_.position.data();
             for (size_t i = 0; i < m; ++i) {
                 const uint16_t d = dist[i];
                 const uint64_t c = count[d];
-                count[d] = c + 1 + (flag[i] ? kRelevantOne : 0);
+                count[d] = c + inc[i];
                 rb[found] = d;
                 rp[found] = static_cast<uint32_t>(c);
-                found += flag[i];
+                found += inc[i] >> 32;
             }
         } else {
-            for (size_t i = 0; i < m; ++i) count[dist[i]] += 1 + (flag[i] ? kRelevantOne : 0);
+            for (size_t i = 0; i < m; ++i) count[dist[i]] += inc[i];
         }
     }
     relevant_.count = found;

@@ -48,7 +48,7 @@ private:
     HammingFn hamming_;
     bool record_;
     std::vector<uint16_t> distance_;  // one block
-    std::vector<uint8_t> flag_;       // one block
+    std::vector<uint64_t> increment_;  // one block: 1 + (relevant << 32) per item
     std::vector<uint64_t> count_;     // per bucket: items (low 32 bits) | relevant items (high 32 bits)
     RelevantItems relevant_;
 };

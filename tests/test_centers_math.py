@@ -59,6 +59,7 @@ def test_csq_hadamard_centers_are_half_the_length_apart(bits, classes):
     assert np.all(dist[off] >= bits // 2)
 
 
+@pytest.mark.filterwarnings("ignore:csq. minimum pairwise distance")
 def test_csq_random_completion_is_balanced_and_seeded():
     h = csq_centers(100, 32, seed=3)
     assert np.all(h[64:].sum(axis=1) == 0)  # balanced rows beyond 2q

@@ -188,3 +188,45 @@ def shc_h_step(h, gram, mmt, ms, m, lam, alpha, k, dprime, rho, mu, beta, eta, p
             gram[i, i] = q
             changed += 1
     return changed
+
+
+@njit(cache=True)
+def mds_polish(h, d, max_passes):
+    """Exact coordinate descent on the MDS objective once the constraint holds, in place on h.
+
+    Σ_i ĉ_iᵀh_i = (‖Σ_i h_i‖² − Cq)/(C − 1): the objective is the bit balance over centers. Flipping bit k of h_i
+    lowers ‖s‖² (s = Σ_i h_i) by 4(h_ik s_k − 1), so the flip is taken when h_ik s_k ≥ 2 and every distance to h_i
+    stays ≥ d. The objective strictly decreases with each flip and the constraint is never broken; this replaces
+    the public code's further full sweeps of the ADMM over already-feasible centers. Returns the number of flips.
+    """
+    classes, q = h.shape
+    dprime = q - 2 * d
+    s = np.zeros(q)
+    for i in range(classes):
+        s += h[i]
+    gram = h @ h.T
+    flips = 0
+    for _ in range(max_passes):
+        before = flips
+        for i in range(classes):
+            for k in range(q):
+                hik = h[i, k]
+                if hik * s[k] < 2.0:
+                    continue
+                ok = True
+                for j in range(classes):
+                    if j != i and gram[i, j] - 2.0 * hik * h[j, k] > dprime:
+                        ok = False
+                        break
+                if not ok:
+                    continue
+                for j in range(classes):
+                    if j != i:
+                        gram[i, j] -= 2.0 * hik * h[j, k]
+                        gram[j, i] = gram[i, j]
+                s[k] -= 2.0 * hik
+                h[i, k] = -hik
+                flips += 1
+        if flips == before:
+            break
+    return flips

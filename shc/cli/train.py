@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training batch size (default: per dataset)")
     p.add_argument("--seed", type=int, default=0, help="seed for the data split, init, shuffling, centers")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for file datasets")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is faster on a busy shared machine)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--gpu", type=int, default=None, help="GPU index; same as --device cuda:N")
     p.add_argument("--out", default=None, help="output directory (default: runs/DATASET-CENTERS-BITS)")
@@ -92,7 +94,7 @@ def config_from_args(args):
         dataset=args.dataset, data_root=args.data_root, data_options=data_options, num_classes=args.num_classes, bits=args.bits,
         centers=args.centers, backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
         classify_epochs=args.classify_epochs, lr=args.lr, batch_size=args.batch_size, test_map=args.test_map,
-        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, device=device,
+        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, threads=args.threads, device=device,
         similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
         multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
         resume=args.resume, progress=args.progress)

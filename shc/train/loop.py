@@ -7,6 +7,7 @@ the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,6 +30,12 @@ class LoopOptions:
     workers: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
+
+
+def say(message: str) -> None:
+    """One line to stdout that does not break progress bars and is seen at once in a log file."""
+    tqdm.write(message)
+    sys.stdout.flush()
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -103,15 +110,15 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
                                               "scheduler": scheduler.state_dict(), "history": history,
                                               "epoch": epoch + 1, "epochs": opts.epochs}, fp)
             summary = " ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k != "epoch")
-            tqdm.write(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}")
+            say(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}")
         if callback is not None:
             callback(name, record)
     return history
 
 
 def _fmt(v):
-    if isinstance(v, dict):
-        return "/".join(f"{x:.4f}" for x in v.values())
+    if isinstance(v, dict):  # mAP by cut-off
+        return " ".join(f"@{k} {x:.4f}" for k, x in v.items())
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

@@ -17,12 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from shc.train.artifacts import (array_digest, atomic_write, fingerprint, load_array_artifact,
                                  save_array_artifact, write_array, write_json)
 from shc.train.dist import Dist
-from shc.train.loop import LoopOptions, checkpoint_state, prepare_model
+from shc.train.loop import LoopOptions, checkpoint_state, prepare_model, say
 
 CENTER_METHODS = ("shc", "mds", "csq")
 
@@ -58,6 +57,7 @@ class TrainConfig:
     topk: tuple = (100, 1000, "all")
     seed: int = 0
     workers: int = 0
+    threads: int | None = None               # torch CPU threads for this run (None: torch's default)
     device: str = "auto"
     similarity_mask: str = "gt"
     similarity_multilabel: str = "negatives"
@@ -120,6 +120,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"similarity multi-label rule must be one of {MULTILABEL_RULES}")
     if cfg.multilabel_centers not in MULTILABEL_CENTER_RULES:
         raise ValueError(f"multi-label center rule must be one of {MULTILABEL_CENTER_RULES}")
+    if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {cfg.threads!r}")
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0, got {cfg.workers}")
     if cfg.pretrained and not os.path.isfile(cfg.pretrained):
@@ -151,17 +153,26 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
 
     callback(stage_name, epoch_record) is called after each epoch's checkpoint (progress hooks, tests).
     """
+    cfg = cfg.resolved()
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, dist or Dist.current(), callback)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
     from shc.centers import center_report, make_centers
     from shc.data import load_dataset
     from shc.models import Classifier, HashNet, create_backbone, find_pretrained_weights
     from shc.train import stage1, stage3
 
-    cfg = cfg.resolved()
-    dist = dist or Dist.current()
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    say = tqdm.write if dist.is_main else (lambda *_: None)
+    log = say if dist.is_main else (lambda *_: None)  # only rank 0 talks
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -172,7 +183,7 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
     if 2 ** min(cfg.bits, 62) < dataset.num_classes:
         raise ValueError(f"{cfg.bits} bits cannot give {dataset.num_classes} distinct centers")
     seconds["data"] = time.perf_counter() - t0
-    say(f"data: {dataset!r}")
+    log(f"data: {dataset!r}")
     data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
                "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes}
     small_input = dataset.image_size <= 64
@@ -201,7 +212,7 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
         stage1_dir = Path(cfg.stage1_cache) / f"stage1-{fp1[:16]}" if cfg.stage1_cache else out
         similarity = load_array_artifact(stage1_dir / "similarity.npy", fp1)
         if similarity is not None:
-            say(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
+            log(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
         else:
             classifier = build(Classifier, dataset.num_classes)
             ckpt = stage1_dir / "checkpoints" / "classifier.pt"
@@ -210,11 +221,11 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
             if complete:
                 classifier.load_state_dict(state["model"])
                 history = state["history"]
-                say(f"stage 1: reusing trained classifier {ckpt}")
+                log(f"stage 1: reusing trained classifier {ckpt}")
             else:
                 history = stage1.train_classifier(
                     classifier, dataset, loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
-                    fp=fp1, resume_state=_resumable(state, cfg.resume, ckpt, say), dist=dist, callback=callback)
+                    fp=fp1, resume_state=_resumable(state, cfg.resume, ckpt, log), dist=dist, callback=callback)
             similarity = stage1.similarity_from_classifier(
                 classifier, dataset.train, batch_size=cfg.eval_batch_size, device=device, dist=dist,
                 mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel, progress=cfg.progress)
@@ -245,7 +256,7 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
     centers = dist.from_main(centers)  # every rank trains towards the very same centers
     report = center_report(centers, similarity=similarity) if dist.is_main else {}
     seconds["stage2"] = time.perf_counter() - t0
-    say(f"stage 2: {cfg.centers} centers {centers.shape[0]}×{centers.shape[1]}, "
+    log(f"stage 2: {cfg.centers} centers {centers.shape[0]}×{centers.shape[1]}, "
         f"min distance {report.get('min_distance', '?')}")
 
     # ---- stage 3: hashing network
@@ -260,12 +271,12 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
     if complete:
         hashnet.load_state_dict(state["model"])
         history = state["history"]
-        say(f"stage 3: reusing trained hashing network {ckpt}")
+        log(f"stage 3: reusing trained hashing network {ckpt}")
     else:
         history = stage3.train_hashnet(
             hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
-            resume_state=_resumable(state, cfg.resume, ckpt, say), dist=dist, evaluate=evaluator.maybe,
+            resume_state=_resumable(state, cfg.resume, ckpt, log), dist=dist, evaluate=evaluator.maybe,
             callback=callback)
     seconds["stage3"] = time.perf_counter() - t0
 
@@ -298,7 +309,7 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
     from shc.plots import plot_pr_curves
     plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in final["pr_curves"].items()},
                    out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
-    say(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
+    log(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
         f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
     return metrics
 
@@ -358,13 +369,13 @@ def best_on_query(history: list[dict]) -> dict:
     return best
 
 
-def _resumable(state, resume: bool, ckpt, say):
+def _resumable(state, resume: bool, ckpt, log):
     if state is None:
         return None
     if resume:
-        say(f"resuming from {ckpt} at epoch {state['epoch']}/{state['epochs']}")
+        log(f"resuming from {ckpt} at epoch {state['epoch']}/{state['epochs']}")
         return state
-    say(f"note: {ckpt} holds an interrupted run (epoch {state['epoch']}); starting over (pass --resume to continue)")
+    log(f"note: {ckpt} holds an interrupted run (epoch {state['epoch']}); starting over (pass --resume to continue)")
     return None
 
 
