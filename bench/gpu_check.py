@@ -156,8 +156,8 @@ def section_training(out):
     from shc.losses import center_loss
 
     q, classes, batch = 64, 100, 64
-    n_images = 256 if SMOKE else 2560  # one synthetic epoch
-    size = 64 if SMOKE else 224
+    n_images = 2 * batch if SMOKE else 2560  # one synthetic epoch
+    size = 32 if SMOKE else 224
     images = torch.randn(n_images, 3, size, size, device=DEVICE)
     labels = torch.randint(0, classes, (n_images,), device=DEVICE)
     centers = (torch.randint(0, 2, (classes, q), device=DEVICE) * 2 - 1).float()
@@ -191,7 +191,7 @@ def section_training(out):
             loss.backward()
             opt.step()
 
-        for i in range(3):  # warm-up (cudnn autotune, Triton compile)
+        for i in range(1 if SMOKE else 3):  # warm-up (cudnn autotune, Triton compile)
             step(images[:batch], labels[:batch])
         sync()
         t = time.perf_counter()

@@ -98,7 +98,7 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
             scanner.scan(queries.codes + qi * db.words, queries.labels, qi, n, r);
             const RelevantItems& rel = scanner.relevant();
             if (ties == Ties::Index)
-                ranker.run(rel.bucket.data(), rel.position.data(), rel.count, n, r, plan, ap, hits);
+                ranker.run(rel.items.data(), rel.count, n, r, plan, ap, hits);
             else
                 bucket_rank_metrics(n, r, db.bits, ties, plan, harmonic.data(), ap, hits);
         };

@@ -138,8 +138,8 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
 IndexRanker::IndexRanker(int bits)
     : before_(size_t(bits) + 1), rel_before_(size_t(bits) + 1), rel_seen_(size_t(bits) + 1) {}
 
-void IndexRanker::run(const uint16_t* bucket, const uint32_t* position, size_t count, const int64_t* n,
-                      const int64_t* r, const RankPlan& plan, double* ap, double* hits) {
+void IndexRanker::run(const uint64_t* items, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
+                      double* ap, double* hits) {
     const size_t buckets = before_.size(), bins = plan.distinct.size();
     int64_t Nd = 0, Rd = 0;
     for (size_t d = 0; d < buckets; ++d) {
@@ -154,8 +154,8 @@ void IndexRanker::run(const uint16_t* bucket, const uint32_t* position, size_t c
     const uint32_t* bin_of_rank = plan.bin_of_rank.data();
     const double* inverse_rank = plan.inverse_rank.data();
     for (size_t i = 0; i < count; ++i) {
-        const uint16_t d = bucket[i];
-        const int64_t rank = before_[d] + position[i] + 1;
+        const uint16_t d = static_cast<uint16_t>(items[i]);
+        const int64_t rank = before_[d] + static_cast<int64_t>(items[i] >> 32) + 1;
         const int64_t relevant_so_far = rel_before_[d] + ++rel_seen_[d];  // relevant items ranked <= rank
         const uint32_t bin = bin_of_rank[rank];
         ++bin_hits_[bin];

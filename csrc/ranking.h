@@ -39,8 +39,9 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
 class IndexRanker {
 public:
     explicit IndexRanker(int bits);
-    void run(const uint16_t* bucket, const uint32_t* position, size_t count, const int64_t* n, const int64_t* r,
-             const RankPlan& plan, double* ap, double* hits);
+    // items: (position << 32 | bucket) of the relevant items in index order (RelevantItems)
+    void run(const uint64_t* items, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
+             double* ap, double* hits);
 
 private:
     std::vector<int64_t> before_, rel_before_, rel_seen_, bin_hits_;

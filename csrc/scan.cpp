@@ -52,8 +52,7 @@ QueryScanner::QueryScanner(const Database& db, bool record_relevant)
     : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), distance_(kBlock), increment_(kBlock),
       count_(static_cast<size_t>(db.bits) + 1) {
     if (record_) {
-        relevant_.bucket.resize(db.n);
-        relevant_.position.resize(db.n);
+        relevant_.items.resize(db.n);
     }
 }
 
@@ -71,14 +70,12 @@ void QueryScanner::scan(const uint64_t* query_code, const Labels& query_labels, 
         if (record_) {
             // the bucket's running item count before this item is its position under index-order ties; the
             // list append is branchless (always written, kept only when the item is relevant)
-            uint16_t* __restrict rb = relevant_.bucket.data();
-            uint32_t* __restrict rp = relevant_.position.data();
+            uint64_t* __restrict items = relevant_.items.data();
             for (size_t i = 0; i < m; ++i) {
                 const uint16_t d = dist[i];
                 const uint64_t c = count[d];
                 count[d] = c + inc[i];
-                rb[found] = d;
-                rp[found] = static_cast<uint32_t>(c);
+                items[found] = (c << 32) | d;  // low 32 bits of c: items of bucket d so far
                 found += inc[i] >> 32;
             }
         } else {

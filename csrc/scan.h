@@ -29,10 +29,12 @@ constexpr int kMaxBits = 32767;
 
 // Relevant items of one query in database index order, with what their rank under `index` ties needs:
 // the distance bucket and the number of items of that bucket before them (counting sort, stable by index).
+// Packed as position << 32 | bucket (one store per item in the scan's inner loop).
 struct RelevantItems {
-    std::vector<uint16_t> bucket;
-    std::vector<uint32_t> position;  // among the bucket's items, 0-based
+    std::vector<uint64_t> items;
     size_t count = 0;
+    static uint16_t bucket(uint64_t item) { return static_cast<uint16_t>(item); }
+    static uint32_t position(uint64_t item) { return static_cast<uint32_t>(item >> 32); }  // 0-based, in bucket
 };
 
 // Per-thread scratch and the pass itself: fills n[d], r[d] (d = 0..q), the item and relevant-item counts at

@@ -18,6 +18,8 @@ _LAZY = {
     "csq_centers": "shc.centers",
     "mds_centers": "shc.centers",
     "shc_centers": "shc.centers",
+    "make_centers": "shc.centers",
+    "center_report": "shc.centers",
 }
 
 

@@ -9,7 +9,7 @@ from shc.metrics import evaluate
 from shc.train import TrainConfig, run_pipeline
 
 TINY = dict(dataset="synthetic", data_options=dict(sizes=(8, 3, 8), image_size=16), bits=16, epochs=3,
-            classify_epochs=2, batch_size=16, test_map=2, eval_batch_size=64, progress=False)
+            classify_epochs=2, batch_size=16, test_map=2, eval_batch_size=64, threads=1, progress=False)
 
 
 def tiny(tmp_path, name="run", **overrides):

@@ -1,5 +1,8 @@
 """Numba inner loops of the MDS and SHC optimisers (rows are centers: h is C × q float64 of ±1).
 
+Products are explicit loops (_mv, _mtv, _mm), not BLAS: the matrices are small (≤ 555 × 64) and a threaded BLAS
+call costs milliseconds of thread hand-off on a busy machine (measured 16 ms for a 100 × 64 Gram matrix at load 5
+on 2 cores), which dominated the run time.
 No random numbers are drawn in here: every random choice is made in Python from the caller's `seed`, so the
 kernels are deterministic functions of their inputs and a run is reproducible from one seed.
 """
@@ -7,6 +10,42 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+
+@njit(cache=True)
+def _mv(a, x):
+    """a @ x"""
+    out = np.zeros(a.shape[0])
+    for i in range(a.shape[0]):
+        acc = 0.0
+        for k in range(a.shape[1]):
+            acc += a[i, k] * x[k]
+        out[i] = acc
+    return out
+
+
+@njit(cache=True)
+def _mtv(a, x):
+    """a.T @ x"""
+    out = np.zeros(a.shape[1])
+    for i in range(a.shape[0]):
+        xi = x[i]
+        for k in range(a.shape[1]):
+            out[k] += a[i, k] * xi
+    return out
+
+
+@njit(cache=True)
+def _mm(a, b):
+    """a @ b"""
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            aik = a[i, k]
+            if aik != 0.0:
+                for j in range(b.shape[1]):
+                    out[i, j] += aik * b[k, j]
+    return out
 
 
 @njit(cache=True)
@@ -39,7 +78,7 @@ def admm_center(h_i, others, others_gram, dprime, rho0, rho_growth, rho_max, gam
     b = h_i.copy()
     z1 = b.copy()
     z2 = b.copy()
-    z3 = np.maximum(dprime - others @ b, 0.0)
+    z3 = np.maximum(dprime - _mv(others, b), 0.0)
     y1 = np.zeros(q)
     y2 = np.zeros(q)
     y3 = np.zeros(n)
@@ -53,12 +92,12 @@ def admm_center(h_i, others, others_gram, dprime, rho0, rho_growth, rho_max, gam
     last = _sign(b)
     for _ in range(max_outer):
         for _ in range(inner_iters):
-            rhs = rho * (z1 + z2) - y1 - y2 - cbar + others.T @ (rho * (dprime - z3) - y3)
-            b = vec @ ((vec.T @ rhs) / (rho * (2.0 + lam)))
+            rhs = rho * (z1 + z2) - y1 - y2 - cbar + _mtv(others, rho * (dprime - z3) - y3)
+            b = _mv(vec, _mtv(vec, rhs) / (rho * (2.0 + lam)))
             z1 = np.minimum(np.maximum(b + y1 / rho, -1.0), 1.0)
             v = b + y2 / rho
             z2 = sqrt_q * v / np.sqrt(np.sum(v * v))
-            ob = others @ b
+            ob = _mv(others, b)
             z3 = np.maximum(dprime - ob - y3 / rho, 0.0)
             y1 += gamma * rho * (b - z1)
             y2 += gamma * rho * (b - z2)
@@ -67,7 +106,7 @@ def admm_center(h_i, others, others_gram, dprime, rho0, rho_growth, rho_max, gam
         if max(np.sqrt(np.sum((b - z1) ** 2)), np.sqrt(np.sum((b - z2) ** 2))) < tol:
             return _sign(b)
         s = _sign(b)
-        dots = others @ s
+        dots = _mv(others, s)
         if np.all(dots <= dprime) and np.all(s == last):
             stable += 1
             if stable >= stable_checks:
@@ -99,8 +138,8 @@ def mds_sweeps(h, d, max_sweeps, rho0, rho_growth, rho_max, gamma, inner_iters, 
     """
     classes, q = h.shape
     dprime = q - 2 * d
-    gram = h @ h.T
-    hth = h.T @ h
+    gram = _mm(h, h.T.copy())
+    hth = _mm(h.T.copy(), h)
     nviol = np.zeros(classes, dtype=np.int64)
     for i in range(classes):
         for j in range(classes):
@@ -127,7 +166,7 @@ def mds_sweeps(h, d, max_sweeps, rho0, rho_growth, rho_max, gamma, inner_iters, 
             new = admm_center(old, others, hth - np.outer(old, old), dprime, rho0, rho_growth, rho_max, gamma,
                               inner_iters, max_outer, tol, cap_patience, stable_checks)
             runs += 1
-            dots = h @ new
+            dots = _mv(h, new)
             new_viol = 0
             for j in range(classes):
                 if j != i and dots[j] > dprime:
@@ -169,11 +208,11 @@ def shc_h_step(h, gram, mmt, ms, m, lam, alpha, k, dprime, rho, mu, beta, eta, p
         for i in range(classes):
             w = 2.0 * mu - 2.0 * alpha[i] + 2.0 * beta * (gram[i] - (dprime - k[i]))
             w[i] = 0.0
-            g = mmt @ h[i] - ms[i] + lam[i] + rho * (h[i] - m[i]) + penalty_scale * (h.T @ w)
+            g = _mv(mmt, h[i]) - ms[i] + lam[i] + rho * (h[i] - m[i]) + penalty_scale * _mtv(h, w)
             cand = _sign(h[i] - g / eta)
             if np.all(cand == h[i]):
                 continue
-            dots = h @ cand
+            dots = _mv(h, cand)
             ok = True
             for j in range(classes):
                 if j != i and dots[j] > dprime:
@@ -204,7 +243,7 @@ def mds_polish(h, d, max_passes):
     s = np.zeros(q)
     for i in range(classes):
         s += h[i]
-    gram = h @ h.T
+    gram = _mm(h, h.T.copy())
     flips = 0
     for _ in range(max_passes):
         before = flips
@@ -230,3 +269,45 @@ def mds_polish(h, d, max_passes):
         if flips == before:
             break
     return flips
+
+
+@njit(cache=True)
+def shc_run(s, h, d, rho, mu, lambda0, alpha0, beta, eta, penalty_scale, epochs, sweeps):
+    """The SHC epochs (see semantic.py) from start h (C × q ±1 float64, not modified).
+
+    s must be symmetric. Returns (best H, its loss ‖s − HHᵀ/q‖²_F / C²) over the epochs, the start included.
+    """
+    classes, q = h.shape
+    dprime = q - 2 * d
+    h = h.copy()
+    lam = np.full((classes, q), lambda0)
+    alpha = np.full((classes, classes), alpha0)
+    gram = _mm(h, h.T.copy())
+    best = h.copy()
+    best_loss = _loss(s, gram, q)
+    eye = np.eye(q)
+    for _ in range(epochs):
+        # M-step (rows): ((2/q²) HᵀH + ρI) Mᵀ = ((2/q) S H + Λ + ρH)ᵀ — a q × q solve, no explicit inverse
+        a = 2.0 / q**2 * _mm(h.T.copy(), h) + rho * eye
+        m = np.linalg.solve(a, (2.0 / q * _mm(s, h) + lam + rho * h).T.copy()).T.copy()
+        k = np.maximum(dprime - gram + alpha / beta, 0.0)
+        shc_h_step(h, gram, 2.0 / q**2 * _mm(m.T.copy(), m), 2.0 / q * _mm(s, m), m, lam, alpha, k, dprime, rho,
+                   mu, beta, eta, penalty_scale, sweeps)
+        lam += rho * (h - m)
+        alpha += beta * (dprime - gram - k)
+        loss = _loss(s, gram, q)
+        if loss < best_loss:
+            best[:] = h
+            best_loss = loss
+    return best, best_loss
+
+
+@njit(cache=True)
+def _loss(s, gram, q):
+    classes = s.shape[0]
+    acc = 0.0
+    for i in range(classes):
+        for j in range(classes):
+            r = s[i, j] - gram[i, j] / q
+            acc += r * r
+    return acc / classes**2

@@ -56,17 +56,20 @@ def greedy_start(classes: int, bits: int, d: int, rng: np.random.Generator, trie
     # Two balanced rows are always an even distance apart, so for odd d they would in effect need d + 1:
     # draw random signs then, balanced rows otherwise (balanced rows concentrate closer to q/2).
     draw = random_balanced if d % 2 == 0 else random_signs
+    h32 = h.astype(np.int32)
     for c in range(filled, classes):
         best, best_viol = None, None
         for _ in range(0, tries, batch):
             cand = draw(batch, bits, rng)
-            viol = (cand.astype(np.float32) @ h[:c].T.astype(np.float32) > dprime).sum(axis=1)
+            # integer matmul: no BLAS threads (their hand-off dominates such small products on a busy machine)
+            viol = (cand.astype(np.int32) @ h32[:c].T > dprime).sum(axis=1)
             pick = int(np.argmin(viol))
             if best_viol is None or viol[pick] < best_viol:
                 best, best_viol = cand[pick], viol[pick]
             if best_viol == 0:
                 break
         h[c] = best
+        h32[c] = best
     return h
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bounds import check_similarity, gv_distance, semantic_loss, verify_centers
+from .bounds import check_similarity, gv_distance, verify_centers
 from .mds import check_hyper, mds_centers
 
 SHC_DEFAULTS = {
@@ -36,31 +36,17 @@ SHC_DEFAULTS = {
 
 def shc_optimise(similarity: np.ndarray, start: np.ndarray, d: int, **hyper) -> tuple[np.ndarray, float]:
     """Run the SHC iteration from a ±1 C × q start; returns (best float64 H, its loss with the symmetrised S)."""
-    from ._kernels import shc_h_step  # numba import deferred: `import shc.centers` stays light
+    from ._kernels import shc_run  # numba import deferred: `import shc.centers` stays light
 
     p = check_hyper(hyper, SHC_DEFAULTS, "shc")
+    rho, beta, eta = float(p["rho"]), float(p["beta"]), float(p["eta"])
+    if rho <= 0 or beta <= 0 or eta <= 0:
+        raise ValueError(f"shc: rho, beta and eta must be > 0, got {rho}, {beta}, {eta}")
+    if int(p["epochs"]) < 0 or int(p["sweeps"]) < 0:
+        raise ValueError(f"shc: epochs and sweeps must be >= 0, got {p['epochs']}, {p['sweeps']}")
     s = (similarity + similarity.T) / 2
-    h = np.array(start, dtype=np.float64)
-    classes, q = h.shape
-    dprime = q - 2 * d
-    rho, beta = float(p["rho"]), float(p["beta"])
-    if beta <= 0 or float(p["eta"]) <= 0 or rho <= 0:
-        raise ValueError(f"shc: rho, beta and eta must be > 0, got {rho}, {beta}, {p['eta']}")
-    lam = np.full((classes, q), float(p["lambda0"]))
-    alpha = np.full((classes, classes), float(p["alpha0"]))
-    gram = h @ h.T
-    best, best_loss = h.copy(), semantic_loss(s, h)
-    for _ in range(int(p["epochs"])):
-        m = np.linalg.solve(2.0 / q**2 * h.T @ h + rho * np.eye(q), (2.0 / q * s @ h + lam + rho * h).T).T
-        k = np.maximum(dprime - gram + alpha / beta, 0.0)
-        shc_h_step(h, gram, 2.0 / q**2 * (m.T @ m), 2.0 / q * (s @ m), m, lam, alpha, k, dprime, rho,
-                   float(p["mu"]), beta, float(p["eta"]), float(p["penalty_scale"]), int(p["sweeps"]))
-        lam += rho * (h - m)
-        alpha += beta * (dprime - gram - k)
-        loss = semantic_loss(s, h)
-        if loss < best_loss:
-            best, best_loss = h.copy(), loss
-    return best, best_loss
+    return shc_run(s, np.array(start, dtype=np.float64), d, rho, float(p["mu"]), float(p["lambda0"]),
+                   float(p["alpha0"]), beta, eta, float(p["penalty_scale"]), int(p["epochs"]), int(p["sweeps"]))
 
 
 def shc_centers(similarity, bits: int, seed: int = 0, init=None, **hyper) -> np.ndarray:

@@ -103,7 +103,10 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1), "lr": lr,
                   "seconds": time.perf_counter() - t0}
         if evaluate is not None:
-            record.update(evaluate(epoch + 1))
+            t_eval = time.perf_counter()
+            evaluated = evaluate(epoch + 1)
+            if evaluated:
+                record.update(evaluated, eval_seconds=time.perf_counter() - t_eval)
         history.append(record)
         if dist.is_main:
             save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
