@@ -36,7 +36,8 @@ void accumulate_query(const int64_t* n, const int64_t* r, size_t buckets, const 
 }
 
 // The one reduction behind evaluate() and reduce_buckets(). make_worker() is called once per thread and returns
-// worker(query, n, r, ap, hits) which fills the query's buckets and rank metrics.
+// worker(first, count, n, r, ap, hits), which fills buckets and rank metrics of queries [first, first + count)
+// (row j of each array belongs to query first + j).
 template <class MakeWorker>
 Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, MakeWorker make_worker) {
     const size_t buckets = static_cast<size_t>(bits) + 1, G = plan.hit_ranks.size(), K = plan.ap_ranks.size();
@@ -49,17 +50,19 @@ Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, Ma
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
         auto worker = make_worker();
-        std::vector<int64_t> n(buckets), r(buckets);
-        std::vector<double> hits(G);
+        std::vector<int64_t> n(kQueryBlock * buckets), r(kQueryBlock * buckets);
+        std::vector<double> hits(kQueryBlock * G);
 #pragma omp for schedule(dynamic, 1)
         for (long long blk = 0; blk < static_cast<long long>(blocks); ++blk) {
             const size_t q0 = size_t(blk) * kQueryBlock, q1 = std::min(Q, q0 + kQueryBlock);
-            for (size_t qi = q0; qi < q1; ++qi) {
-                worker(qi, n.data(), r.data(), out.ap.data() + qi * K, hits.data());
+            worker(q0, q1 - q0, n.data(), r.data(), out.ap.data() + q0 * K, hits.data());
+            for (size_t j = 0; j < q1 - q0; ++j) {
+                const int64_t* nj = n.data() + j * buckets;
+                const int64_t* rj = r.data() + j * buckets;
                 int64_t total_relevant = 0;
-                for (size_t d = 0; d < buckets; ++d) total_relevant += r[d];
+                for (size_t d = 0; d < buckets; ++d) total_relevant += rj[d];
                 block_norel[blk] += total_relevant == 0;
-                accumulate_query(n.data(), r.data(), buckets, hits.data(), plan, total_relevant,
+                accumulate_query(nj, rj, buckets, hits.data() + j * G, plan, total_relevant,
                                  block_acc.data() + size_t(blk) * width);
             }
         }
@@ -92,15 +95,28 @@ int resolve_threads(int threads) {
 Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const RankPlan& plan, int threads) {
     std::vector<long double> harmonic;
     if (ties != Ties::Index) harmonic = harmonic_table(db.n);
+    const size_t buckets = size_t(db.bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
     auto make_worker = [&]() {
         return [&, scanner = QueryScanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
-                   size_t qi, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
-            scanner.scan(queries.codes + qi * db.words, queries.labels, qi, n, r);
-            const RelevantItems& rel = scanner.relevant();
-            if (ties == Ties::Index)
-                ranker.run(rel.items.data(), rel.count, n, r, plan, ap, hits);
-            else
-                bucket_rank_metrics(n, r, db.bits, ties, plan, harmonic.data(), ap, hits);
+                   size_t first, size_t count, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
+            for (size_t b = 0; b < count; b += QueryScanner::kBatch) {
+                const size_t batch = std::min(QueryScanner::kBatch, count - b);
+                int64_t* nb = n + b * buckets;
+                int64_t* rb = r + b * buckets;
+                scanner.scan(queries.codes, queries.labels, first + b, batch, nb, rb);
+                for (size_t j = 0; j < batch; ++j) {
+                    int64_t* nj = nb + j * buckets;
+                    int64_t* rj = rb + j * buckets;
+                    double* apj = ap + (b + j) * K;
+                    double* hitsj = hits + (b + j) * G;
+                    if (ties == Ties::Index) {
+                        const RelevantItems& rel = scanner.relevant(j);
+                        ranker.run(rel.items.data(), rel.count, nj, rj, plan, apj, hitsj);
+                    } else {
+                        bucket_rank_metrics(nj, rj, db.bits, ties, plan, harmonic.data(), apj, hitsj);
+                    }
+                }
+            }
         };
     };
     return reduce_queries(queries.n, db.bits, plan, threads, make_worker);
@@ -112,29 +128,33 @@ Summary reduce_buckets(const int64_t* n_all, const int64_t* r_all, size_t Q, int
     std::vector<long double> harmonic;
     if (ties != Ties::Index) harmonic = harmonic_table(static_cast<size_t>(N));
     auto make_worker = [&]() {
-        return [&](size_t qi, int64_t* n, int64_t* r, double* ap, double* hits) {
-            std::copy(n_all + qi * buckets, n_all + (qi + 1) * buckets, n);
-            std::copy(r_all + qi * buckets, r_all + (qi + 1) * buckets, r);
+        return [&](size_t first, size_t count, int64_t* n, int64_t* r, double* ap, double* hits) {
+            std::copy(n_all + first * buckets, n_all + (first + count) * buckets, n);
+            std::copy(r_all + first * buckets, r_all + (first + count) * buckets, r);
             if (ties == Ties::Index) {
-                std::copy(index_ap + qi * K, index_ap + (qi + 1) * K, ap);
-                std::copy(index_hits + qi * G, index_hits + (qi + 1) * G, hits);
-            } else {
-                bucket_rank_metrics(n, r, bits, ties, plan, harmonic.data(), ap, hits);
+                std::copy(index_ap + first * K, index_ap + (first + count) * K, ap);
+                std::copy(index_hits + first * G, index_hits + (first + count) * G, hits);
+                return;
             }
+            for (size_t j = 0; j < count; ++j)
+                bucket_rank_metrics(n + j * buckets, r + j * buckets, bits, ties, plan, harmonic.data(), ap + j * K,
+                                    hits + j * G);
         };
     };
     return reduce_queries(Q, bits, plan, threads, make_worker);
 }
 
 void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* n, int64_t* r) {
-    const size_t width = static_cast<size_t>(db.bits) + 1;
+    const size_t width = static_cast<size_t>(db.bits) + 1, batch = QueryScanner::kBatch;
+    const size_t batches = (queries.n + batch - 1) / batch;
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
         QueryScanner scanner(db, false);
-#pragma omp for schedule(dynamic, 16)
-        for (long long qi = 0; qi < static_cast<long long>(queries.n); ++qi)
-            scanner.scan(queries.codes + size_t(qi) * db.words, queries.labels, size_t(qi), n + size_t(qi) * width,
-                         r + size_t(qi) * width);
+#pragma omp for schedule(dynamic, 2)
+        for (long long b = 0; b < static_cast<long long>(batches); ++b) {
+            const size_t first = size_t(b) * batch, count = std::min(batch, queries.n - first);
+            scanner.scan(queries.codes, queries.labels, first, count, n + first * width, r + first * width);
+        }
     }
 }
 

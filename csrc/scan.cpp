@@ -49,44 +49,48 @@ SHC_VECTOR_CLONES void relevance_increments(const Labels& db, const Labels& quer
 }  // namespace
 
 QueryScanner::QueryScanner(const Database& db, bool record_relevant)
-    : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), distance_(kBlock), increment_(kBlock),
-      count_(static_cast<size_t>(db.bits) + 1) {
-    if (record_) {
-        relevant_.items.resize(db.n);
-    }
-}
+    : db_(db), hamming_(hamming_kernel(db.words)), record_(record_relevant), buckets_(size_t(db.bits) + 1),
+      distance_(kBlock), increment_(kBlock), count_(kBatch * buckets_), relevant_(kBatch) {}
 
-void QueryScanner::scan(const uint64_t* query_code, const Labels& query_labels, size_t query_index, int64_t* n,
-                        int64_t* r) {
+void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count,
+                        int64_t* n, int64_t* r) {
     std::fill(count_.begin(), count_.end(), 0);
-    uint64_t* count = count_.data();
+    for (size_t j = 0; j < count; ++j) relevant_[j].count = 0;
     uint16_t* dist = distance_.data();
     uint64_t* inc = increment_.data();
-    size_t found = 0;
     for (size_t begin = 0; begin < db_.n; begin += kBlock) {
         const size_t m = std::min(kBlock, db_.n - begin);
-        hamming_(query_code, db_.codes + begin * db_.words, m, db_.words, dist);
-        relevance_increments(db_.labels, query_labels, query_index, begin, m, inc);
-        if (record_) {
-            // the bucket's running item count before this item is its position under index-order ties; the
-            // list append is branchless (always written, kept only when the item is relevant)
-            uint64_t* __restrict items = relevant_.items.data();
+        for (size_t j = 0; j < count; ++j) {
+            const size_t qi = first + j;
+            uint64_t* counter = count_.data() + j * buckets_;
+            hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
+            relevance_increments(db_.labels, query_labels, qi, begin, m, inc);
+            if (!record_) {
+                for (size_t i = 0; i < m; ++i) counter[dist[i]] += inc[i];
+                continue;
+            }
+            // the bucket's running item count before an item is its position under index-order ties; the list
+            // append is branchless (always written, kept only when the item is relevant)
+            RelevantItems& rel = relevant_[j];
+            if (rel.items.size() < rel.count + m) rel.items.resize(std::max(rel.items.size() * 2, rel.count + m));
+            uint64_t* __restrict items = rel.items.data();
+            size_t found = rel.count;
             for (size_t i = 0; i < m; ++i) {
                 const uint16_t d = dist[i];
-                const uint64_t c = count[d];
-                count[d] = c + inc[i];
+                const uint64_t c = counter[d];
+                counter[d] = c + inc[i];
                 items[found] = (c << 32) | d;  // low 32 bits of c: items of bucket d so far
                 found += inc[i] >> 32;
             }
-        } else {
-            for (size_t i = 0; i < m; ++i) count[dist[i]] += inc[i];
+            rel.count = found;
         }
     }
-    relevant_.count = found;
-    for (size_t d = 0; d < count_.size(); ++d) {
-        n[d] = static_cast<int64_t>(count[d] & 0xFFFFFFFFu);
-        r[d] = static_cast<int64_t>(count[d] >> 32);
-    }
+    for (size_t j = 0; j < count; ++j)
+        for (size_t d = 0; d < buckets_; ++d) {
+            const uint64_t c = count_[j * buckets_ + d];
+            n[j * buckets_ + d] = static_cast<int64_t>(c & 0xFFFFFFFFu);
+            r[j * buckets_ + d] = static_cast<int64_t>(c >> 32);
+        }
 }
 
 void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,

@@ -37,22 +37,27 @@ struct RelevantItems {
     static uint32_t position(uint64_t item) { return static_cast<uint32_t>(item >> 32); }  // 0-based, in bucket
 };
 
-// Per-thread scratch and the pass itself: fills n[d], r[d] (d = 0..q), the item and relevant-item counts at
-// distance d, and, when asked, the relevant items' (bucket, position). Memory: O(block) + O(N) for the list.
+// Per-thread scratch and the pass itself. Queries are scanned in batches of up to kBatch: each database block
+// (codes and labels) is read once from memory and used for every query of the batch while it sits in cache.
+// For query j of the batch: n[j (q+1) + d], r[j (q+1) + d] are the item and relevant-item counts at distance d,
+// and, when asked, relevant(j) lists its relevant items. Memory: O(block) + the relevant lists.
 class QueryScanner {
 public:
-    explicit QueryScanner(const Database& db, bool record_relevant);
-    void scan(const uint64_t* query_code, const Labels& query_labels, size_t query_index, int64_t* n, int64_t* r);
-    const RelevantItems& relevant() const { return relevant_; }
+    static constexpr size_t kBatch = 8;
+    QueryScanner(const Database& db, bool record_relevant);
+    void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
+              int64_t* r);
+    const RelevantItems& relevant(size_t j) const { return relevant_[j]; }
 
 private:
     const Database& db_;
     HammingFn hamming_;
     bool record_;
-    std::vector<uint16_t> distance_;  // one block
+    size_t buckets_;
+    std::vector<uint16_t> distance_;   // one block
     std::vector<uint64_t> increment_;  // one block: 1 + (relevant << 32) per item
-    std::vector<uint64_t> count_;     // per bucket: items (low 32 bits) | relevant items (high 32 bits)
-    RelevantItems relevant_;
+    std::vector<uint64_t> count_;      // kBatch x buckets: items (low 32 bits) | relevant items (high 32 bits)
+    std::vector<RelevantItems> relevant_;
 };
 
 // Distances of one query to every database item, in index order, and their histogram (search).

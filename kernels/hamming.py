@@ -183,7 +183,7 @@ def bucket_histograms(query_words: torch.Tensor, db_words: torch.Tensor, bits: i
         if not multi:
             query_rel, db_rel = query_rel.to(torch.int32), db_rel.to(torch.int32)
     L = query_rel.shape[1] if multi else 1
-    num_d = triton.next_power_of_2(bits + 1)
+    num_d = max(16, triton.next_power_of_2(bits + 1))  # >= 32 histogram bins: at least one per lane of a warp
     qb, block_n = _tiles(W, queries_per_program, block_n)
     q_programs = triton.cdiv(Q, qb)
     splits = max(1, min(triton.cdiv(N, block_n), triton.cdiv(_programs_wanted(dev), q_programs)))

@@ -152,6 +152,13 @@ def test_cli_small_run(tmp_path, capsys):
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["mAP"]) == {"5", "100", "1000", "all"} and metrics["bits"] == 16
+    # shc-eval on the saved codes reports exactly metrics.json's numbers
+    from shc.cli.eval import main as eval_main
+    codes = out / "codes"
+    assert eval_main(["--query-codes", str(codes / "query_codes.npy"), "--db-codes", str(codes / "db_codes.npy"),
+                      "--query-labels", str(codes / "query_labels.npy"), "--db-labels", str(codes / "db_labels.npy"),
+                      "--topk", "5", "100", "1000", "all", "--json", str(tmp_path / "eval.json"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["mAP"] == metrics["mAP"]
 
 
 @pytest.mark.parametrize("argv,message", [
