@@ -9,7 +9,7 @@ import os
 import sys
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
 debug_sanitize = os.environ.get("SHC_SANITIZE") == "1"  # ASan/UBSan debug build (tests/test_sanitizers.py)
 
@@ -32,7 +32,7 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=["shc", "shc.cli", "shc.centers", "shc.data", "shc.kernels"],
+    packages=find_packages(include=["shc", "shc.*"]) + ["shc.kernels"],
     package_dir={"shc": "shc", "shc.kernels": "kernels"},
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},

@@ -6,7 +6,7 @@ faiss IndexBinaryFlat k-NN, measured in the same run.
 
 Baselines that would take minutes (numpy loop, faiss) run on a subset of queries and are scaled linearly
 (recorded in extra_info as scaled_seconds). The load average of the machine is recorded with every result,
-and a summary table with the speed-ups is printed at the end (-s to see it).
+and a summary table with the speed-ups is printed at the end.
 """
 import json
 import os
@@ -159,17 +159,17 @@ def test_baseline_faiss_knn(benchmark, workload):
     _record(name, "faiss IndexBinaryFlat k-NN (scaled)", scaled, benchmark, subset=subset, scaled_seconds=scaled)
 
 
-def test_zz_summary(workload):
-    """Print the comparison table (runs last in each workload)."""
-    name, _ = workload
-    r = RESULTS.get(name, {})
-    if "shc.evaluate" not in r:
-        pytest.skip("nothing measured")
-    lines = [f"\n[{name}] load average {loadavg()}, {_engine.default_threads()} threads, isa {_engine.isa()}"]
-    for key, value in r.items():
-        lines.append(f"  {key:40s} {value:.4g}" if isinstance(value, float) else f"  {key:40s} {value}")
-    cli = r.get("shc-eval command")
-    for base in ("numpy loop (scaled)", "faiss IndexBinaryFlat k-NN (scaled)"):
-        if base in r and cli:
-            lines.append(f"  shc-eval speed-up vs {base:24s} {r[base] / cli:.1f}x")
-    print("\n".join(lines))
+@pytest.fixture(scope="module", autouse=True)
+def summary_table(request):
+    """After the module: print every workload's measurements and the speed-ups of the whole shc-eval command."""
+    yield
+    lines = [f"engine benchmarks: load average {loadavg()}, {_engine.default_threads()} threads, isa {_engine.isa()}"]
+    for name, r in RESULTS.items():
+        lines.append(f"[{name}]")
+        for key, value in r.items():
+            lines.append(f"  {key:40s} {value:.4g}" if isinstance(value, float) else f"  {key:40s} {value}")
+        cli = r.get("shc-eval command")
+        for base in ("numpy loop (scaled)", "faiss IndexBinaryFlat k-NN (scaled)"):
+            if base in r and cli:
+                lines.append(f"  shc-eval speed-up vs {base:36s} {r[base] / cli:.1f}x")
+    request.config.bench_summary_lines.extend(lines)  # printed by bench/conftest.py at the end of the run

@@ -1,5 +1,7 @@
 #include "ranking.h"
 
+#include "scan.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -154,8 +156,8 @@ void IndexRanker::run(const uint64_t* items, size_t count, const int64_t* n, con
     const uint32_t* bin_of_rank = plan.bin_of_rank.data();
     const double* inverse_rank = plan.inverse_rank.data();
     for (size_t i = 0; i < count; ++i) {
-        const uint16_t d = static_cast<uint16_t>(items[i]);
-        const int64_t rank = before_[d] + static_cast<int64_t>(items[i] >> 32) + 1;
+        const uint16_t d = RelevantItems::bucket(items[i]);
+        const int64_t rank = before_[d] + static_cast<int64_t>(RelevantItems::position(items[i])) + 1;
         const int64_t relevant_so_far = rel_before_[d] + ++rel_seen_[d];  // relevant items ranked <= rank
         const uint32_t bin = bin_of_rank[rank];
         ++bin_hits_[bin];

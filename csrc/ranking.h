@@ -39,7 +39,7 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
 class IndexRanker {
 public:
     explicit IndexRanker(int bits);
-    // items: (position << 32 | bucket) of the relevant items in index order (RelevantItems)
+    // items: the relevant items in index order, packed as in RelevantItems (scan.h)
     void run(const uint64_t* items, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
              double* ap, double* hits);
 

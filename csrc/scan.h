@@ -29,12 +29,12 @@ constexpr int kMaxBits = 32767;
 
 // Relevant items of one query in database index order, with what their rank under `index` ties needs:
 // the distance bucket and the number of items of that bucket before them (counting sort, stable by index).
-// Packed as position << 32 | bucket (one store per item in the scan's inner loop).
+// Packed as position << 16 | bucket (one store per item in the scan's inner loop).
 struct RelevantItems {
     std::vector<uint64_t> items;
     size_t count = 0;
     static uint16_t bucket(uint64_t item) { return static_cast<uint16_t>(item); }
-    static uint32_t position(uint64_t item) { return static_cast<uint32_t>(item >> 32); }  // 0-based, in bucket
+    static uint64_t position(uint64_t item) { return item >> 16; }  // 0-based, among the bucket's items
 };
 
 // Per-thread scratch and the pass itself. Queries are scanned in batches of up to kBatch: each database block
@@ -53,10 +53,12 @@ private:
     const Database& db_;
     HammingFn hamming_;
     bool record_;
+    bool vector_record_ = false;  // AVX2 positions for relevant items only (scan.cpp)
     size_t buckets_;
     std::vector<uint16_t> distance_;   // one block
-    std::vector<uint64_t> increment_;  // one block: 1 + (relevant << 32) per item
-    std::vector<uint64_t> count_;      // kBatch x buckets: items (low 32 bits) | relevant items (high 32 bits)
+    std::vector<uint8_t> flag_;        // one block: relevant or not
+    std::vector<uint32_t> count_;      // kBatch x 2 buckets: per-(distance, relevant) histogram
+    std::vector<uint64_t> next_;       // kBatch x buckets, when recording: (items so far << 16) | distance
     std::vector<RelevantItems> relevant_;
 };
 

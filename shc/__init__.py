@@ -19,6 +19,8 @@ _LAZY = {
     "mds_centers": "shc.centers",
     "shc_centers": "shc.centers",
     "make_centers": "shc.centers",
+    "TrainConfig": "shc.train",
+    "run_pipeline": "shc.train",
     "center_report": "shc.centers",
 }
 

@@ -338,3 +338,18 @@ def test_packbits_input_equals_unpacked(restore_isa):
 def _pack(bits):
     from shc.codes import pack_codes
     return pack_codes(bits)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5, 1.0])
+def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
+    # the index-ties position recording has a portable and an AVX2 path; relevance density changes which
+    # branch of the AVX2 path dominates (sparse: per-item vector counts; dense: nearly every item)
+    rng = np.random.default_rng(int(density * 100))
+    qb = rng.random((5, 12)) < 0.5
+    db = (rng.random((1100, 12)) < 0.5)  # > one 1024-item block, several 128-item chunks, heavy ties
+    ql, dl = rng.random((5, 3)) < 0.6, rng.random((1100, 3)) < density
+    ref = ref_report(qb, db, ql, dl, [7, 500, "all"], "index", 2, [1, 300, 1100])
+    for isa in _isas():
+        _engine.set_isa(isa)
+        report = evaluate(qb, db, ql, dl, topk=[7, 500, "all"], pr_ranks=[1, 300, 1100])
+        assert_matches_reference(report, ref)

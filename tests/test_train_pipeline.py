@@ -181,3 +181,19 @@ def test_cli_unknown_choice_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--centers", "foo"])
     assert exc.value.code == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_requested_without_cuda(tmp_path, capsys):
+    code, err = run_cli(capsys, "--dataset", "synthetic", "--gpu", "0", "--out", str(tmp_path / "x"))
+    assert code == 2 and "CUDA is not available" in err and err.count("\n") == 1
+
+
+def test_presets_follow_dataset_aliases():
+    assert TrainConfig(dataset="FashionMNIST").resolved().backbone == "compact"
+    paper = TrainConfig(dataset="cifar-100-new-seg").resolved()
+    assert (paper.backbone, paper.epochs, paper.classify_epochs, paper.lr, paper.test_map) == ("resnet34", 100, 100,
+                                                                                              1e-4, 5)
+    assert TrainConfig(dataset="fmnist", epochs=3).resolved().epochs == 3  # flags override presets
+    with pytest.raises(ValueError, match="centers"):
+        TrainConfig(centers="random").resolved()

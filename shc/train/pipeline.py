@@ -69,7 +69,12 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with presets filled in and every option checked (ValueError on bad input)."""
-        preset = PRESETS.get(self.dataset, PRESETS["paper"])
+        from shc.data import canonical_name
+        try:
+            name = canonical_name(self.dataset)
+        except (TypeError, ValueError):
+            name = self.dataset  # load_dataset reports it with the list of choices
+        preset = PRESETS.get(name, PRESETS["paper"])
         cfg = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
         cfg.topk = normalize_topk(cfg.topk)
         _check_config(cfg)
@@ -174,6 +179,8 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
     ckpt_dir = out / "checkpoints"
     log = say if dist.is_main else (lambda *_: None)  # only rank 0 talks
     seconds: dict[str, float] = {}
+    if dist.is_main:  # the results of an earlier run must not sit next to this run's artifacts
+        (out / "metrics.json").unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, **cfg.data_options)
@@ -242,6 +249,8 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
                 if (stage1_dir / name).is_file():
                     atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
         stage1_info = _read_json(out / "stage1.json") if dist.is_main else {}
+        if stage1_info.get("fingerprint") != fp1:  # written after similarity.npy: an interrupted write
+            stage1_info = {}
     seconds["stage1"] = time.perf_counter() - t0
 
     # ---- stage 2: centers
@@ -279,12 +288,13 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
             resume_state=_resumable(state, cfg.resume, ckpt, log), dist=dist, evaluate=evaluator.maybe,
             callback=callback)
     seconds["stage3"] = time.perf_counter() - t0
+    seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history)  # included in stage3
 
     # ---- final model: codes, metrics, plots
     t0 = time.perf_counter()
     (query_codes, db_codes), final = evaluator.final()
     seconds["eval"] = time.perf_counter() - t0
-    seconds["total"] = sum(seconds.values())
+    seconds["total"] = sum(v for k, v in seconds.items() if k != "stage3_eval")
     if not dist.is_main:
         return {}
     metrics = {
