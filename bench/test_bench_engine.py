@@ -51,8 +51,12 @@ def make_workload(name, seed=0):
         return hot, hot.argmax(1)
 
     def codes(first_label):
-        bits = centers[first_label] ^ (rng.random((len(first_label), q)) < 0.2)
-        return np.where(bits, 1, -1).astype(np.int8)
+        out = np.empty((len(first_label), q), dtype=np.int8)
+        for s in range(0, len(first_label), 1 << 16):  # chunks: no N x q float64 temporaries on the large workload
+            f = first_label[s:s + (1 << 16)]
+            bits = centers[f] ^ (rng.random((len(f), q), dtype=np.float32) < 0.2)
+            out[s:s + len(f)] = np.where(bits, 1, -1)
+        return out
 
     ql, qf = labels(Q)
     dl, df = labels(N)

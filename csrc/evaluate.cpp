@@ -144,6 +144,30 @@ Summary reduce_buckets(const int64_t* n_all, const int64_t* r_all, size_t Q, int
     return reduce_queries(Q, bits, plan, threads, make_worker);
 }
 
+void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, const int64_t* r, int bits,
+                const RankPlan& plan, int threads, double* ap, double* hits) {
+    const size_t buckets = size_t(bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
+#pragma omp parallel num_threads(resolve_threads(threads))
+    {
+        IndexRanker ranker(bits);
+        std::vector<uint64_t> next(buckets), items(k);
+#pragma omp for schedule(dynamic, 16)
+        for (long long qi = 0; qi < static_cast<long long>(Q); ++qi) {
+            for (size_t d = 0; d < buckets; ++d) next[d] = d;  // (items so far << 16) | d, as in the scan
+            const uint16_t* e = entries + size_t(qi) * k;
+            size_t found = 0;
+            for (size_t j = 0; j < k; ++j) {
+                const size_t d = e[j] >> 1;
+                items[found] = next[d];
+                next[d] += uint64_t(1) << 16;
+                found += e[j] & 1;
+            }
+            ranker.run(items.data(), found, n + size_t(qi) * buckets, r + size_t(qi) * buckets, plan,
+                       ap + size_t(qi) * K, hits + size_t(qi) * G);
+        }
+    }
+}
+
 void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* n, int64_t* r) {
     const size_t width = static_cast<size_t>(db.bits) + 1, batch = QueryScanner::kBatch;
     const size_t batches = (queries.n + batch - 1) / batch;

@@ -184,6 +184,50 @@ PYBIND11_MODULE(_engine, m) {
         py::arg("threads") = 0);
 
     m.def(
+        "index_walk",
+        [](const Array<uint16_t>& entries, const Array<int64_t>& n, const Array<int64_t>& r, int bits, int64_t N,
+           const Array<int64_t>& ap_ranks, const Array<int64_t>& hit_ranks, int threads) {
+            require(bits >= 1 && bits <= kMaxBits, "bits out of range");
+            require(N >= 1 && uint64_t(N) < (uint64_t(1) << 32), "N out of range");
+            require(n.ndim() == 2 && r.ndim() == 2 && n.shape(0) == r.shape(0) && n.shape(1) == bits + 1 &&
+                        r.shape(1) == bits + 1,
+                    "n and r must both be Q x (bits + 1)");
+            const size_t Q = size_t(n.shape(0));
+            require(entries.ndim() == 2 && size_t(entries.shape(0)) == Q, "entries must be Q x k");
+            const size_t k = size_t(entries.shape(1));
+            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), N, true);
+            for (const auto& cp : plan.checkpoints)
+                require(size_t(cp.first) <= k, "entries must cover every rank in ap_ranks and hit_ranks");
+            const uint16_t* e = entries.data();
+            for (size_t i = 0; i < Q * k; ++i)
+                require((e[i] >> 1) <= bits, "entry distance beyond bits");  // cheap next to the walk itself
+            const int64_t* np_ = n.data();
+            const int64_t* rp = r.data();
+            for (size_t qi = 0; qi < Q; ++qi) {
+                int64_t total = 0;
+                for (int d = 0; d <= bits; ++d) {
+                    require(np_[qi * (bits + 1) + d] >= rp[qi * (bits + 1) + d] && rp[qi * (bits + 1) + d] >= 0,
+                            "buckets must satisfy 0 <= r <= n");
+                    total += np_[qi * (bits + 1) + d];
+                }
+                require(total == N, "every histogram must count N items");
+            }
+            py::array_t<double> ap({py::ssize_t(Q), py::ssize_t(plan.ap_ranks.size())});
+            py::array_t<double> hits({py::ssize_t(Q), py::ssize_t(plan.hit_ranks.size())});
+            double* app = ap.mutable_data();
+            double* hp = hits.mutable_data();
+            {
+                py::gil_scoped_release release;
+                index_walk(e, Q, k, np_, rp, bits, plan, threads, app, hp);
+            }
+            return py::make_tuple(ap, hits);
+        },
+        py::arg("entries"), py::arg("n"), py::arg("r"), py::arg("bits"), py::arg("n_database"), py::arg("ap_ranks"),
+        py::arg("hit_ranks"), py::arg("threads") = 0,
+        "index-ties AP@k and hits@k from each query's top-k entries (distance << 1 | relevant) in database-index "
+        "order; feed them to report_from_buckets(index_ap=..., index_hits=...).");
+
+    m.def(
         "buckets",
         [](const Array<uint64_t>& qcodes, const Array<uint64_t>& dbcodes, int bits, std::optional<Array<int32_t>> qids,
            std::optional<Array<int32_t>> dbids, std::optional<Array<uint64_t>> qbits,

@@ -353,3 +353,22 @@ def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
         _engine.set_isa(isa)
         report = evaluate(qb, db, ql, dl, topk=[7, 500, "all"], pr_ranks=[1, 300, 1100])
         assert_matches_reference(report, ref)
+
+
+@pytest.mark.parametrize("topk, pr", [((10, "all"), [1, 50, 500]), ((3, 40), [5, 60])])
+def test_index_walk_from_top_k_entries_equals_evaluate(topk, pr):
+    # what the GPU path hands over: each query's top-k items (stable ranking) listed in database-index order
+    qb, db, ql, dl = _medium_case(seed=6, Q=9, N=500, q=10, multi=True)
+    direct = evaluate(qb, db, ql, dl, topk=topk, ties="index", pr_ranks=pr)
+    ap_ranks, hit_ranks = rank_plan(db.shape[0], topk, pr)
+    k = int(max(ap_ranks.max(), hit_ranks.max()))
+    dist, rel = ref_distances(qb, db), ref_relevance(ql, dl)
+    top = np.sort(np.argsort(dist, axis=1, kind="stable")[:, :k], axis=1)
+    entries = ((np.take_along_axis(dist, top, 1) << 1) | np.take_along_axis(rel, top, 1)).astype(np.uint16)
+    n, r = buckets(qb, db, ql, dl)
+    index_ap, index_hits = _engine.index_walk(entries, n, r, qb.shape[1], db.shape[0], ap_ranks, hit_ranks)
+    np.testing.assert_allclose(index_ap, direct.ap, rtol=0, atol=1e-12)
+    via = report_from_buckets(n, r, topk=topk, ties="index", pr_ranks=pr, index_ap=index_ap, index_hits=index_hits)
+    assert _comparable(via) | {"seconds": 0} == _comparable(direct) | {"seconds": 0}
+    with pytest.raises(ValueError, match="cover every rank"):
+        _engine.index_walk(entries[:, : k - 1], n, r, qb.shape[1], db.shape[0], ap_ranks, hit_ranks)

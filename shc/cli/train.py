@@ -2,12 +2,14 @@
 
 Plain ``shc-train`` trains on Fashion-MNIST with CPU-sized defaults; the seed's flags are accepted as written
 in its README (``--code_length``, ``--num_classes``, ``--lr``, ``--epoch``, ``--classify_epoch``, ``--test_map``,
-``--beta``, ``--lambd``, ``--topk``, ``--batch-size``, ``--gpu``).
+``--beta``, ``--lambd``, ``--topk``, ``--batch-size``, ``--gpu``). ``--nproc N`` trains with N processes
+(DistributedDataParallel); ``torchrun --nproc_per_node N -m shc.cli.train ...`` is the same run.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 
 EPILOG = """\
@@ -17,6 +19,13 @@ every other dataset uses the paper's settings (resnet34, 100 + 100 epochs, lr 1e
 outputs in --out DIR: similarity.npy (shc only), centers.npy, checkpoints/{classifier,hashnet}.pt,
 metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
 pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
+
+distributed: --nproc N starts N workers on this machine through torch's elastic launcher (nccl on CUDA, one GPU
+per process; gloo on CPU); --batch-size is the global batch, split evenly. The same run under torchrun:
+  torchrun --nproc_per_node N -m shc.cli.train ...
+and on M machines (the same command on every node; rank 0 writes every output on its node):
+  torchrun --nnodes M --nproc_per_node N --rdzv-id JOB --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+           -m shc.cli.train ...
 """
 
 
@@ -55,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the data split, init, shuffling, centers")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for file datasets")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is faster on a busy shared machine)")
+                   help="torch CPU threads per process (default: the cores minus one, split among the "
+                        "processes on the machine, at least 1)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--gpu", type=int, default=None, help="GPU index; same as --device cuda:N")
     p.add_argument("--out", default=None, help="output directory (default: runs/DATASET-CENTERS-BITS)")
@@ -70,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multilabel-centers", default="csq", choices=["csq", "first"],
                    help="stage 3, multi-label: sign of the summed label centers (default) or the first label's")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--nproc", "--nproc-per-node", "--nproc_per_node", dest="nproc", type=int, default=None, metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel; default: 1)")
+    p.add_argument("--dist-timeout", "--dist_timeout", dest="dist_timeout", type=float, default=600.0,
+                   metavar="SECONDS", help="distributed runs: a collective that waits longer for a lost or stuck "
+                                           "worker fails the run (default: 600)")
     return p
 
 
@@ -97,22 +112,53 @@ def config_from_args(args):
         lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, threads=args.threads, device=device,
         similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
         multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
-        resume=args.resume, progress=args.progress)
+        resume=args.resume, progress=args.progress, dist_timeout=args.dist_timeout)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
+    prefix = "shc-train: error: " + (f"[rank {rank}] " if rank is not None else "")
     try:
-        from shc.train.pipeline import run_pipeline
+        from shc.train.launch import launch
+        from shc.train.pipeline import check_world_size, run_pipeline
         cfg = config_from_args(args)
+        nproc = _check_nproc(args.nproc)
+        if nproc > 1 and rank is None and "LOCAL_RANK" not in os.environ:
+            check_world_size(cfg.resolved(), nproc)  # bad options fail here, before any worker starts
+            return launch(argv, nproc)
         run_pipeline(cfg)
     except KeyboardInterrupt:
         print("shc-train: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:  # bad input (options, data, files): one line, no traceback
-        print("shc-train: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        print(prefix + " ".join(str(exc).split()), file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if rank is None:
+            raise  # a bug: the traceback helps
+        # a collective failed: a peer died (the launcher reports which) or did not answer within --dist-timeout
+        print(prefix + _first_line(exc) + f" (a distributed operation failed: another worker exited, or none "
+              f"answered within --dist-timeout {args.dist_timeout:g} s)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check_nproc(nproc) -> int:
+    if nproc is None:
+        return 1
+    if nproc < 1:
+        raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if local is not None and nproc != int(local):  # under torchrun, which already started the workers
+        raise ValueError(f"--nproc {nproc} conflicts with the launcher's {local} processes per node")
+    return nproc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 if __name__ == "__main__":

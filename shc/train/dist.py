@@ -1,11 +1,13 @@
 """The one place that knows about ranks: who writes artifacts, how every rank gets the same objects,
-how sharded evaluation outputs are put back together.
+how sharded outputs are put back together or reduced, and the sharded tie-aware evaluation.
 
 Single process: rank 0 of 1, every call is the identity. Under torch.distributed (issue 6) the same calls
-broadcast / gather, so the training code never branches on rank itself.
+broadcast / gather / sum, so the training code never branches on rank itself. Starting the process group and
+the workers is shc.train.launch's job.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +18,16 @@ import torch
 class Dist:
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0          # this process's index on its node (its GPU under nccl)
+    local_world_size: int = 1    # processes on this node (they share its CPU cores)
 
     @classmethod
     def current(cls) -> "Dist":
-        """The running process group's rank/world size, or a single process."""
+        """The running process group's rank/world size (local ones from torchrun's env), or a single process."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+            world = torch.distributed.get_world_size()
+            return cls(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)),
+                       int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         return cls()
 
     @property
@@ -38,24 +44,99 @@ class Dist:
             torch.distributed.barrier()
 
     def from_main(self, obj):
-        """Rank 0's ``obj`` on every rank (centers, similarity, cached-artifact decisions)."""
+        """Rank 0's ``obj`` on every rank (centers, similarity, checkpoints, cached-artifact decisions)."""
         if not self.active:
             return obj
         box = [obj if self.is_main else None]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        """The element-wise sum of every rank's ``array`` (same shape and dtype everywhere), on every rank."""
+        if not self.active:
+            return array
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(_comm_device())
+        torch.distributed.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    def data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` wrapped in DistributedDataParallel (gradients averaged over ranks); itself when alone."""
+        if not self.active:
+            return model
+        device = next(model.parameters()).device
+        ids = [device] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank, so that every shard is encoded by
+        exactly the model rank 0 checkpoints. Parameters need nothing: DDP keeps them identical."""
+        if self.active:
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
     def gather_rows(self, rows: np.ndarray, indices: np.ndarray, total: int) -> np.ndarray:
-        """Reassemble a split-level array from each rank's (rows, indices) shard, in split order."""
+        """Reassemble a split-level array from each rank's (rows, indices) shard, in split order, on every rank."""
         parts = [(rows, indices)]
         if self.active:
             parts = [None] * self.world_size
             torch.distributed.all_gather_object(parts, (rows, indices))
-        out = np.empty((total,) + rows.shape[1:], dtype=rows.dtype)
-        seen = np.zeros(total, dtype=bool)
-        for part_rows, part_idx in parts:
-            out[part_idx] = part_rows
-            seen[part_idx] = True
-        if not seen.all():
-            raise RuntimeError(f"sharded encoding covered {int(seen.sum())} of {total} rows")
-        return out
+        return _assemble(parts, total, rows)
+
+    def gather_rows_on_main(self, rows: np.ndarray, indices: np.ndarray, total: int) -> np.ndarray | None:
+        """``gather_rows`` to rank 0 only (the others get None): the database codes need not be everywhere."""
+        if not self.active:
+            return _assemble([(rows, indices)], total, rows)
+        parts = [None] * self.world_size if self.is_main else None
+        torch.distributed.gather_object((rows, indices), parts, dst=0)
+        return _assemble(parts, total, rows) if self.is_main else None
+
+
+def _comm_device() -> torch.device:
+    """nccl reduces CUDA tensors (on this rank's GPU), gloo CPU ones."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _assemble(parts, total: int, like: np.ndarray) -> np.ndarray:
+    out = np.empty((total,) + like.shape[1:], dtype=like.dtype)
+    seen = np.zeros(total, dtype=bool)
+    for part_rows, part_idx in parts:
+        out[part_idx] = part_rows
+        seen[part_idx] = True
+    if not seen.all():
+        raise RuntimeError(f"sharded encoding covered {int(seen.sum())} of {total} rows")
+    return out
+
+
+SHARDED_TIES = ("expected", "optimistic", "pessimistic")
+
+
+def evaluate_sharded(query_codes, db_codes, query_labels, db_labels, *, dist: Dist | None = None,
+                     topk=(100, 1000, "all"), ties: str = "expected", radius: int = 2, pr_ranks=None,
+                     threads=None, bits=None):
+    """Tie-aware retrieval metrics of a database split across ranks: exactly ``shc.metrics.evaluate`` on the
+    whole database, without any rank ever holding it.
+
+    Every rank passes all queries (codes and labels) and its own database shard (``db_codes``/``db_labels``:
+    any disjoint split whose union is the database, in any order; a shard may be empty). Each rank computes
+    the per-query Hamming histograms (n_d, r_d) of its shard, the histograms are summed across ranks, and the
+    engine's reduction turns them into the Report — the same Report on every rank. ``ties="index"`` depends
+    on the order inside each distance bucket, which histograms do not carry: gather the codes instead
+    (``Dist.gather_rows``) and call ``shc.metrics.evaluate``.
+    """
+    from shc.codes import pack_codes
+    from shc.metrics import buckets, report_from_buckets
+
+    if ties not in SHARDED_TIES:
+        raise ValueError(f"sharded evaluation supports ties {', '.join(SHARDED_TIES)}, got {ties!r}; "
+                         "'index' ties need the whole ranking: gather the codes and use shc.metrics.evaluate")
+    dist = dist if dist is not None else Dist.current()
+    if len(db_codes) == 0:  # nothing here, but this rank still takes part in the sum
+        _, q = pack_codes(query_codes, bits)
+        n = np.zeros((len(query_codes), q + 1), dtype=np.int64)
+        r = n.copy()
+    else:
+        n, r = buckets(query_codes, db_codes, query_labels, db_labels, threads=threads, bits=bits)
+    n, r = dist.sum(n), dist.sum(r)
+    return report_from_buckets(n, r, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks, threads=threads)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -65,6 +66,10 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
                  evaluate: Callable[[int], dict] | None = None, callback: Callable | None = None) -> list[dict]:
     """Train for ``opts.epochs`` epochs (continuing from ``resume_state`` if given); return the history.
 
+    Distributed: ``opts.batch_size`` is the global batch; every rank trains on its batch_size / world_size
+    share of each global batch (DistributedSampler order: the ranks' shares make up exactly the batch one
+    process would take) through DistributedDataParallel, which averages the gradients, so the learning rate
+    and the schedule are those of one process. Rank 0 writes the checkpoints; the loss is the global mean.
     loss_fn(outputs, labels) -> scalar. evaluate(epoch) -> dict merged into that epoch's record (it
     decides itself which epochs to evaluate). callback(name, record) runs after each epoch's checkpoint.
     """
@@ -76,10 +81,14 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         history, start = list(resume_state["history"]), int(resume_state["epoch"])
+    if opts.batch_size % dist.world_size:
+        raise ValueError(f"batch size {opts.batch_size} must be divisible by the {dist.world_size} processes")
+    local_batch = opts.batch_size // dist.world_size
     # BatchNorm cannot train on a batch of one: drop the ragged tail when the split allows it
-    drop_last = len(split) >= opts.batch_size * dist.world_size
-    steps = split.num_batches(opts.batch_size, train=True, rank=dist.rank, world_size=dist.world_size,
+    drop_last = len(split) >= opts.batch_size
+    steps = split.num_batches(local_batch, train=True, rank=dist.rank, world_size=dist.world_size,
                               drop_last=drop_last)
+    net = dist.data_parallel(model)  # after the resume load: DDP starts from rank 0's weights
     epochs_bar = tqdm(range(start, opts.epochs), desc=name, initial=start, total=opts.epochs,
                       disable=not (opts.progress and dist.is_main), unit="epoch", leave=False)
     for epoch in epochs_bar:
@@ -88,19 +97,20 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
         seen = 0
-        batches = split.batches(opts.batch_size, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
+        batches = split.batches(local_batch, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
                                 rank=dist.rank, world_size=dist.world_size, workers=opts.workers,
                                 drop_last=drop_last)
         for images, labels, _ in tqdm(batches, total=steps, desc=f"epoch {epoch + 1}", leave=False,
                                       disable=not (opts.progress and dist.is_main), unit="batch"):
-            loss = loss_fn(forward(model, images), labels)
+            loss = loss_fn(forward(net, images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(labels)  # no host sync per step
             seen += len(labels)
         scheduler.step()
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1), "lr": lr,
+        loss_total, seen = dist.sum(np.array([float(loss_sum), seen], dtype=np.float64))
+        record = {"epoch": epoch + 1, "loss": float(loss_total) / max(seen, 1.0), "lr": lr,
                   "seconds": time.perf_counter() - t0}
         if evaluate is not None:
             t_eval = time.perf_counter()

@@ -4,6 +4,9 @@ Stage 1 (classifier -> similarity S; skipped for --centers csq|mds), stage 2 (ha
 (hashing network, evaluated every ``test_map`` epochs). Every stage's artifact is fingerprinted with all it
 depends on, so a rerun reuses what matches and recomputes what does not; ``resume`` continues an interrupted
 stage from its last per-epoch checkpoint. Rank 0 writes; every rank gets the same S and centers (``Dist``).
+
+Under torchrun / ``shc-train --nproc N`` (WORLD_SIZE > 1) the same call joins the process group, trains stages 1
+and 3 with DistributedDataParallel on rank shards of every global batch, and encodes and evaluates sharded.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import torch
 
 from shc.train.artifacts import (array_digest, atomic_write, fingerprint, load_array_artifact,
                                  save_array_artifact, write_array, write_json)
-from shc.train.dist import Dist
+from shc.train.dist import Dist, evaluate_sharded
+from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
 from shc.train.loop import LoopOptions, checkpoint_state, prepare_model, say
 
 CENTER_METHODS = ("shc", "mds", "csq")
@@ -50,14 +54,14 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float = 1e-5
     final_lr: float = 1e-7
-    batch_size: int | None = None
+    batch_size: int | None = None           # the global batch: split evenly across distributed processes
     eval_batch_size: int = 512
     test_map: int | None = None
     lambd: float = 1e-4
     topk: tuple = (100, 1000, "all")
     seed: int = 0
     workers: int = 0
-    threads: int | None = None               # torch CPU threads for this run (None: torch's default)
+    threads: int | None = None               # torch CPU threads per process (None: default_threads())
     device: str = "auto"
     similarity_mask: str = "gt"
     similarity_multilabel: str = "negatives"
@@ -66,6 +70,7 @@ class TrainConfig:
     stage1_cache: str | None = None          # shared dir: several runs reuse one stage-1 result
     resume: bool = False
     progress: bool = True
+    dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds before a collective waiting on a lost worker fails
 
     def resolved(self) -> "TrainConfig":
         """A copy with presets filled in and every option checked (ValueError on bad input)."""
@@ -127,11 +132,21 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"multi-label center rule must be one of {MULTILABEL_CENTER_RULES}")
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
         raise ValueError(f"threads must be a positive integer, got {cfg.threads!r}")
+    if isinstance(cfg.dist_timeout, bool) or not isinstance(cfg.dist_timeout, (int, float)) \
+            or not cfg.dist_timeout > 0 or not np.isfinite(cfg.dist_timeout):
+        raise ValueError(f"dist_timeout must be a positive number of seconds, got {cfg.dist_timeout!r}")
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0, got {cfg.workers}")
     if cfg.pretrained and not os.path.isfile(cfg.pretrained):
         raise ValueError(f"pretrained weights file not found: {cfg.pretrained}")
     resolve_device(cfg.device)
+
+
+def check_world_size(cfg: TrainConfig, world_size: int) -> None:
+    """The global batch is split evenly: every process takes batch_size / world_size of it."""
+    if cfg.batch_size % world_size:
+        raise ValueError(f"batch size {cfg.batch_size} (the global batch) must be divisible by the "
+                         f"{world_size} processes")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -157,24 +172,26 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
     """Run (or reuse) the three stages into ``cfg.out`` and return the metrics.json content.
 
     callback(stage_name, epoch_record) is called after each epoch's checkpoint (progress hooks, tests).
+    Under torchrun / ``shc-train --nproc`` every rank calls this; rank 0 returns the metrics, the others {}.
     """
     cfg = cfg.resolved()
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, dist or Dist.current(), callback)
-    finally:
-        torch.set_num_threads(threads)
+    with process_group(resolve_device(cfg.device), cfg.dist_timeout) as (group, device):
+        dist = dist or group
+        check_world_size(cfg, dist.world_size)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads or default_threads(dist.local_world_size))
+        try:
+            return _run(cfg, dist, device, callback)
+        finally:
+            torch.set_num_threads(threads)
 
 
-def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
+def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     from shc.centers import center_report, make_centers
     from shc.data import load_dataset
     from shc.models import Classifier, HashNet, create_backbone, find_pretrained_weights
     from shc.train import stage1, stage3
 
-    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     log = say if dist.is_main else (lambda *_: None)  # only rank 0 talks
@@ -217,13 +234,15 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
         fp1 = fingerprint(stage=1, data=data_id, model=model_id, epochs=cfg.classify_epochs,
                           mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel)
         stage1_dir = Path(cfg.stage1_cache) / f"stage1-{fp1[:16]}" if cfg.stage1_cache else out
-        similarity = load_array_artifact(stage1_dir / "similarity.npy", fp1)
+        # rank 0 decides what is reused; the others follow (their filesystem need not hold the artifacts)
+        similarity = dist.from_main(load_array_artifact(stage1_dir / "similarity.npy", fp1)
+                                    if dist.is_main else None)
         if similarity is not None:
             log(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
         else:
             classifier = build(Classifier, dataset.num_classes)
             ckpt = stage1_dir / "checkpoints" / "classifier.pt"
-            state, complete = checkpoint_state(ckpt, fp1)
+            state, complete = _main_checkpoint(dist, ckpt, fp1)
             history = []
             if complete:
                 classifier.load_state_dict(state["model"])
@@ -242,7 +261,7 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
                 save_array_artifact(stage1_dir / "similarity.npy", similarity, fp1)
                 write_json(stage1_dir / "stage1.json", {"fingerprint": fp1, "history": history,
                                                         "query_accuracy": accuracy})
-        similarity = dist.from_main(similarity)
+        similarity = dist.from_main(similarity)  # bit-identical S (hence centers) on every rank
         if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
             save_array_artifact(out / "similarity.npy", similarity, fp1)
             for name in ("stage1.json", "checkpoints/classifier.pt"):
@@ -276,7 +295,7 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
     hashnet = build(HashNet, cfg.bits)
     ckpt = ckpt_dir / "hashnet.pt"
     evaluator = _Evaluator(hashnet, dataset, cfg, device, dist)
-    state, complete = checkpoint_state(ckpt, fp3)
+    state, complete = _main_checkpoint(dist, ckpt, fp3)
     if complete:
         hashnet.load_state_dict(state["model"])
         history = state["history"]
@@ -299,7 +318,7 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
         return {}
     metrics = {
         "dataset": dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
-        "seed": cfg.seed, "epochs": cfg.epochs, "classify_epochs": cfg.classify_epochs if similarity is not None
+        "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs, "classify_epochs": cfg.classify_epochs if similarity is not None
         else 0, "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
         "best_on_query": best_on_query(history), "retrieval": final["retrieval"],
         "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
@@ -326,21 +345,32 @@ def _run(cfg: TrainConfig, dist: Dist, callback) -> dict:
 
 class _Evaluator:
     """Encodes query/database with the current model every ``test_map`` epochs and at the end; the final
-    evaluation reuses the last epoch's codes when that epoch was just evaluated."""
+    evaluation reuses the last epoch's codes when that epoch was just evaluated.
+
+    Each rank encodes its shard of both splits. Index ties need the whole ranking, so the database codes are
+    gathered to rank 0 (which also saves them); the tie-aware metrics come from the per-query Hamming
+    histograms of each rank's database shard, summed across ranks (``evaluate_sharded``) — the path that
+    scales to a database no single process holds. One process is the same code with one shard.
+    """
 
     def __init__(self, model, dataset, cfg: TrainConfig, device, dist: Dist):
         self.model, self.dataset, self.cfg, self.device, self.dist = model, dataset, cfg, device, dist
         self.last = None  # (epoch, codes, result)
 
     def run(self, epoch):
-        from shc.train.stage3 import encode_split
-        kw = dict(batch_size=self.cfg.eval_batch_size, device=self.device, dist=self.dist, progress=self.cfg.progress)
-        codes = (encode_split(self.model, self.dataset.query, desc="encode query", **kw),
-                 encode_split(self.model, self.dataset.database, desc="encode database", **kw))
-        result = evaluate_codes(*codes, self.dataset.query.labels, self.dataset.database.labels,
-                                topk=self.cfg.topk) if self.dist.is_main else {}
-        self.last = (epoch, codes, result)
-        return codes, result
+        from shc.train.stage3 import encode_shard
+        query, database, dist = self.dataset.query, self.dataset.database, self.dist
+        dist.sync_buffers(self.model)  # every shard encoded by the model rank 0 checkpoints
+        kw = dict(batch_size=self.cfg.eval_batch_size, device=self.device, dist=dist, progress=self.cfg.progress)
+        query_codes = dist.gather_rows(*encode_shard(self.model, query, desc="encode query", **kw), len(query))
+        db_shard, db_index = encode_shard(self.model, database, desc="encode database", **kw)
+        expected = evaluate_sharded(query_codes, db_shard, query.labels, database.labels[db_index],
+                                    dist=dist, topk=self.cfg.topk, ties="expected")
+        db_codes = dist.gather_rows_on_main(db_shard, db_index, len(database))
+        result = evaluate_codes(query_codes, db_codes, query.labels, database.labels, topk=self.cfg.topk,
+                                expected=expected) if dist.is_main else {}
+        self.last = (epoch, (query_codes, db_codes), result)
+        return (query_codes, db_codes), result
 
     def maybe(self, epoch: int) -> dict:
         if epoch % self.cfg.test_map and epoch != self.cfg.epochs:
@@ -354,12 +384,14 @@ class _Evaluator:
         return self.run(self.cfg.epochs)
 
 
-def evaluate_codes(query_codes, db_codes, query_labels, db_labels, *, topk) -> dict:
+def evaluate_codes(query_codes, db_codes, query_labels, db_labels, *, topk, expected=None) -> dict:
     """mAP at each cut-off with index tie-breaking (what shc-eval reports) and tie-aware ("expected"),
-    plus the index report's precision/recall at k and PR curves."""
+    plus the index report's precision/recall at k and PR curves. ``expected``: the tie-aware Report when
+    it was computed already (sharded)."""
     from shc.metrics import evaluate
     report = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="index")
-    expected = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="expected")
+    if expected is None:
+        expected = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="expected")
     full = report.to_dict()
     return {"mAP": full["mAP"], "mAP_expected": expected.to_dict()["mAP"], "pr_curves": report.pr_curves(),
             "retrieval": {k: full[k] for k in ("precision_at_k", "recall_at_k", "precision_at_radius",
@@ -377,6 +409,11 @@ def best_on_query(history: list[dict]) -> dict:
                 if k not in slot or v > slot[k]["value"]:
                     slot[k] = {"value": v, "epoch": record["epoch"]}
     return best
+
+
+def _main_checkpoint(dist: Dist, path, fp: str):
+    """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all)."""
+    return dist.from_main(checkpoint_state(path, fp) if dist.is_main else None)
 
 
 def _resumable(state, resume: bool, ckpt, log):

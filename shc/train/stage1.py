@@ -27,6 +27,7 @@ def similarity_from_classifier(model, split, *, batch_size: int, device, dist: D
                                mask: str = "gt", multilabel: str = "negatives", progress: bool = True) -> np.ndarray:
     """One eval-mode pass over ``split``: masked-softmax accumulation, then symmetrise / normalise / diag = 1."""
     model.eval()
+    dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every shard
     num_classes = model.head.out_features
     s_raw = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     batches = split.batches(batch_size, train=False, device=device, rank=dist.rank, world_size=dist.world_size)
@@ -43,6 +44,7 @@ def similarity_from_classifier(model, split, *, batch_size: int, device, dist: D
 def classifier_accuracy(model, split, *, batch_size: int, device, dist: Dist = Dist()) -> float:
     """Top-1 accuracy (single-label) or mean per-label accuracy at logit 0 (multi-label) on ``split``."""
     model.eval()
+    dist.sync_buffers(model)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     for images, labels, _ in split.batches(batch_size, train=False, device=device, rank=dist.rank,

@@ -58,9 +58,9 @@ def sign_codes(u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_split(model, split, *, batch_size: int, device, dist: Dist = Dist(), desc: str = "encode",
-                 progress: bool = True) -> np.ndarray:
-    """N×q int8 ±1 codes of ``split`` in split order. Each rank encodes its shard; ``dist`` reassembles."""
+def encode_shard(model, split, *, batch_size: int, device, dist: Dist = Dist(), desc: str = "encode",
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's shard of ``split``: its ±1 int8 codes and their positions in the split."""
     model.eval()
     rows, idx = [], []
     batches = split.batches(batch_size, train=False, device=device, rank=dist.rank, world_size=dist.world_size)
@@ -72,4 +72,12 @@ def encode_split(model, split, *, batch_size: int, device, dist: Dist = Dist(), 
     bits = model.head.out_features
     codes = torch.cat(rows).numpy() if rows else np.empty((0, bits), np.int8)
     indices = torch.cat(idx).numpy() if idx else np.empty(0, np.int64)
+    return codes, indices
+
+
+def encode_split(model, split, *, batch_size: int, device, dist: Dist = Dist(), desc: str = "encode",
+                 progress: bool = True) -> np.ndarray:
+    """N×q int8 ±1 codes of ``split`` in split order. Each rank encodes its shard; ``dist`` reassembles."""
+    codes, indices = encode_shard(model, split, batch_size=batch_size, device=device, dist=dist, desc=desc,
+                                  progress=progress)
     return dist.gather_rows(codes, indices, len(split))

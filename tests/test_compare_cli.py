@@ -1,0 +1,84 @@
+"""shc-compare end to end on a tiny synthetic grid: files, numbers vs the runs, shared stage 1, reuse, bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from shc.cli.compare import main
+
+TINY = ["--dataset", "synthetic", "--data-option", "sizes=(8,3,8)", "--data-option", "image_size=16",
+        "--epoch", "2", "--classify_epoch", "1", "--test_map", "2", "--batch-size", "16", "--threads", "1",
+        "--no-progress"]
+GRID = ["--centers", "csq", "mds", "shc", "--bits", "8", "16", "--seeds", "0", "1"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert main(TINY + GRID + ["--out", str(out)]) == 0
+    return out
+
+
+def test_writes_results_and_figures(grid):
+    for name in ("results.json", "results.md", "pr_8bits.png", "pr_16bits.png"):
+        assert (grid / name).stat().st_size > 0, name
+    results = json.loads((grid / "results.json").read_text())
+    runs = results["runs"]
+    assert len(runs) == 12
+    assert {(r["centers"], r["bits"], r["seed"]) for r in runs} == {
+        (c, b, s) for c in ("csq", "mds", "shc") for b in (8, 16) for s in (0, 1)}
+    for r in runs:
+        assert set(r) >= {"centers", "bits", "seed", "mAP", "mAP_expected", "seconds"}
+        assert set(r["mAP"]) == set(r["mAP_expected"]) == {"100", "1000", "all"}
+        # each entry is exactly its run's metrics.json
+        metrics = json.loads((grid / "runs" / f"{r['centers']}-{r['bits']}bits-seed{r['seed']}" /
+                              "metrics.json").read_text())
+        assert r["mAP"] == metrics["mAP"] and r["mAP_expected"] == metrics["mAP_expected"]
+        assert metrics["epochs"] == 2 and metrics["config"]["batch_size"] == 16  # shc-train options passed through
+    # the summary is the mean and sample std of the runs
+    row = next(x for x in results["summary"] if x["centers"] == "mds" and x["bits"] == 16)
+    values = [r["mAP"]["all"] for r in runs if r["centers"] == "mds" and r["bits"] == 16]
+    assert row["mAP"]["all"]["mean"] == pytest.approx(np.mean(values))
+    assert row["mAP"]["all"]["std"] == pytest.approx(np.std(values, ddof=1))
+    text = (grid / "results.md").read_text()
+    assert text.count("\n| 8 |") == 3 and text.count("\n| 16 |") == 3
+    assert "tie-aware mAP@all" in text and "hashing epochs: 2" in text
+
+
+def test_stage1_trained_once_per_seed(grid):
+    cache = sorted(p.name for p in (grid / "stage1-cache").iterdir())
+    assert len(cache) == 2  # seeds 0 and 1; shared by shc at 8 and 16 bits
+    s8 = np.load(grid / "runs" / "shc-8bits-seed0" / "similarity.npy")
+    s16 = np.load(grid / "runs" / "shc-16bits-seed0" / "similarity.npy")
+    assert np.array_equal(s8, s16)
+    assert not (grid / "runs" / "csq-8bits-seed0" / "similarity.npy").exists()
+
+
+def test_rerun_reuses_finished_runs(grid, monkeypatch):
+    import shc.train.pipeline
+
+    def no_training(cfg):
+        raise AssertionError(f"retrained {cfg.out}")
+
+    before = json.loads((grid / "results.json").read_text())
+    monkeypatch.setattr(shc.train.pipeline, "run_pipeline", no_training)
+    # a subset of the grid aggregates only that subset
+    assert main(TINY + ["--centers", "shc", "--bits", "16", "--seeds", "0", "1", "--out", str(grid)]) == 0
+    subset = json.loads((grid / "results.json").read_text())
+    assert len(subset["runs"]) == 2
+    assert main(TINY + GRID + ["--out", str(grid)]) == 0
+    assert json.loads((grid / "results.json").read_text()) == before
+
+
+@pytest.mark.parametrize("argv", [["--bits", "0"], ["--seeds", "0", "0"], ["--epoch", "0"],
+                                  ["--dataset", "no-such-set"]])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv):
+    assert main(["--no-progress", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shc-compare: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_method_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["--centers", "foo", "--out", str(tmp_path)])
+    assert exc.value.code == 2

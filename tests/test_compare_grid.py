@@ -1,0 +1,102 @@
+"""shc.compare's pure parts: grid planning, aggregation (mean ± sample std), mean PR curves, the table."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from shc.compare import Cell, finished_metrics, mean_pr_curve, mean_std, plan_grid, results_markdown, summarize
+
+
+def fake_run(centers, bits, seed, value, expected=None, total=10.0):
+    expected = value - 0.01 if expected is None else expected
+    return {"centers": centers, "bits": bits, "seed": seed,
+            "mAP": {"100": value, "1000": value - 0.1, "all": value - 0.2},
+            "mAP_expected": {"100": expected, "1000": expected - 0.1, "all": expected - 0.2},
+            "seconds": {"total": total}}
+
+
+def test_plan_grid_order_and_size():
+    cells = plan_grid(["csq", "shc"], [16, 32], [0, 1])
+    assert len(cells) == 8
+    assert cells[:4] == [Cell("csq", 16, 0), Cell("shc", 16, 0), Cell("csq", 32, 0), Cell("shc", 32, 0)]
+    assert {c.seed for c in cells[4:]} == {1}  # seed-major: a seed's stage 1 is reused before the next seed
+    assert cells[0].dirname() == "csq-16bits-seed0"
+
+
+@pytest.mark.parametrize("args, match", [
+    ((["csq", "foo"], [16], [0]), "unknown center method"),
+    ((["csq", "csq"], [16], [0]), "duplicate"),
+    ((["csq"], [0], [0]), "bits"),
+    ((["csq"], [16], [-1]), "seeds"),
+    ((["csq"], [16.5], [0]), "bits"),
+    (([], [16], [0]), "at least one"),
+])
+def test_plan_grid_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        plan_grid(*args)
+
+
+def test_mean_std_is_sample_std():
+    mean, std = mean_std([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7) and std == pytest.approx(0.2)  # sqrt(((.2)^2 + 0 + (.2)^2) / 2)
+    assert mean_std([0.3]) == (0.3, None)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_summarize_groups_by_method_and_length():
+    runs = [fake_run("csq", 16, 0, 0.8), fake_run("csq", 16, 1, 0.6, total=20.0), fake_run("shc", 16, 0, 0.9),
+            fake_run("shc", 8, 0, 0.5)]
+    rows = summarize(runs)
+    assert [(r["bits"], r["centers"]) for r in rows] == [(8, "shc"), (16, "csq"), (16, "shc")]
+    csq = rows[1]
+    assert csq["n"] == 2 and csq["seeds"] == [0, 1] and csq["seconds"] == 15.0
+    assert csq["mAP"]["100"]["mean"] == pytest.approx(0.7)
+    assert csq["mAP"]["all"]["mean"] == pytest.approx(0.5)
+    assert csq["mAP"]["100"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert csq["mAP_expected"]["100"]["mean"] == pytest.approx(0.69)
+    assert rows[2]["mAP"]["100"]["std"] is None
+
+
+def test_mean_pr_curve():
+    a = {"k": [1, 2, 3], "precision": [1.0, 0.5, 0.2], "recall": [0.1, 0.2, 0.3]}
+    b = {"k": [1, 2, 3], "precision": [0.0, 0.5, 0.4], "recall": [0.3, 0.4, 0.5]}
+    precision, recall = mean_pr_curve([a, b])
+    assert precision == pytest.approx([0.5, 0.5, 0.3]) and recall == pytest.approx([0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="different ranks"):
+        mean_pr_curve([a, {**b, "k": [1, 2, 4]}])
+    with pytest.raises(ValueError):
+        mean_pr_curve([])
+
+
+def test_results_markdown_marks_best_and_lists_missing():
+    rows = summarize([fake_run("csq", 16, 0, 0.8, expected=0.9), fake_run("csq", 16, 1, 0.6, expected=0.9),
+                      fake_run("shc", 16, 0, 0.75, expected=0.7), fake_run("shc", 16, 1, 0.75, expected=0.7)])
+    text = results_markdown(rows, {"dataset": "x", "hashing epochs": 3}, {16: "pr_16bits.png"},
+                            missing=[Cell("mds", 16, 0)])
+    lines = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| 16 ")}
+    assert set(lines) == {"csq", "shc"}
+    csq_cells = [c.strip() for c in lines["csq"].split("|")[4:-2]]
+    shc_cells = [c.strip() for c in lines["shc"].split("|")[4:-2]]
+    # index mAP@100: shc's 0.75 beats csq's 0.7; tie-aware: csq's 0.9 beats shc's 0.7
+    assert shc_cells[0] == "**0.7500 ± 0.0000**" and csq_cells[0] == f"0.7000 ± {math.sqrt(0.02):.4f}"
+    assert csq_cells[3].startswith("**0.9000") and not shc_cells[3].startswith("**")
+    assert "hashing epochs: 3" in text and "(pr_16bits.png)" in text and "mds-16bits-seed0" in text
+    assert "No finished runs" in results_markdown([], {})
+
+
+def test_finished_metrics_matches_configuration(tmp_path):
+    import json
+
+    from shc.train import TrainConfig
+
+    cfg = TrainConfig(dataset="synthetic", bits=8, out=str(tmp_path), threads=1).resolved()
+    assert finished_metrics(tmp_path, cfg) is None  # nothing there
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "mAP": {}}))
+    assert finished_metrics(tmp_path, cfg) is not None
+    # where and how it ran does not matter; what it computed does
+    assert finished_metrics(tmp_path, dataclasses.replace(cfg, out="elsewhere", threads=2, progress=False))
+    assert finished_metrics(tmp_path, dataclasses.replace(cfg, epochs=cfg.epochs + 1)) is None
+    (tmp_path / "metrics.json").write_text("{truncated")
+    assert finished_metrics(tmp_path, cfg) is None
