@@ -18,7 +18,7 @@ link_args = ["-fopenmp"]
 if debug_sanitize:
     compile_args = ["-O1", "-g", "-fopenmp", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     link_args = ["-fopenmp", "-fsanitize=address,undefined"]
-if sys.platform == "darwin":  # Apple clang has no -fopenmp without libomp; std::thread fallback in csrc/
+if sys.platform == "darwin":  # Apple clang has no -fopenmp without libomp: the engine then runs single-threaded
     compile_args = [a for a in compile_args if a != "-fopenmp"]
     link_args = [a for a in link_args if a != "-fopenmp"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import sys
 
 EPILOG = """\
@@ -157,8 +158,9 @@ def _check_nproc(nproc) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The message's first line without the backend's "[source/file.cc:123] " location prefix."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    return re.sub(r"^\[[^\]]*:\d+\]\s*", "", lines[0] if lines else type(exc).__name__)[:300]
 
 
 if __name__ == "__main__":
