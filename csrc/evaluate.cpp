@@ -81,6 +81,25 @@ Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, Ma
     return out;
 }
 
+// `index` ties: hits at the hit ranks past the largest AP cut-off — relevant items before the cut bucket d plus
+// relevant_in_prefix(d, m), the relevant ones among its first m items.
+template <class RelevantInPrefix>
+void hits_past_walk(const int64_t* n, const int64_t* r, const RankPlan& plan,
+                    RelevantInPrefix relevant_in_prefix, double* hits) {
+    const size_t n_ap = plan.ap_ranks.size();
+    size_t d = 0;
+    int64_t Nd = 0, Rd = 0;
+    for (const auto& [k, slot] : plan.checkpoints) {  // ascending ranks
+        if (k <= plan.max_ap_rank || slot < n_ap) continue;
+        while (Nd + n[d] < k) {
+            Nd += n[d];
+            Rd += r[d];
+            ++d;
+        }
+        hits[slot - n_ap] = double(Rd + relevant_in_prefix(unsigned(d), k - Nd));
+    }
+}
+
 }  // namespace
 
 int resolve_threads(int threads) {
@@ -110,8 +129,12 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
                     double* apj = ap + (b + j) * K;
                     double* hitsj = hits + (b + j) * G;
                     if (ties == Ties::Index) {
-                        const RelevantItems& rel = scanner.relevant(j);
-                        ranker.run(rel.items.data(), rel.count, nj, rj, plan, apj, hitsj);
+                        // AP (and hits up to the largest AP cut-off) from a walk over the first buckets'
+                        // keys; hits at larger ranks from the scanner's marks and one segment of keys
+                        ranker.run(scanner.keys(j), db.n, nj, rj, plan, plan.max_ap_rank, apj, hitsj);
+                        hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m) {
+                            return scanner.relevant_in_prefix(j, d, m);
+                        }, hitsj);
                     } else {
                         bucket_rank_metrics(nj, rj, db.bits, ties, plan, harmonic.data(), apj, hitsj);
                     }
@@ -150,21 +173,10 @@ void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, c
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
         IndexRanker ranker(bits);
-        std::vector<uint64_t> next(buckets), items(k);
 #pragma omp for schedule(dynamic, 16)
-        for (long long qi = 0; qi < static_cast<long long>(Q); ++qi) {
-            for (size_t d = 0; d < buckets; ++d) next[d] = d;  // (items so far << 16) | d, as in the scan
-            const uint16_t* e = entries + size_t(qi) * k;
-            size_t found = 0;
-            for (size_t j = 0; j < k; ++j) {
-                const size_t d = e[j] >> 1;
-                items[found] = next[d];
-                next[d] += uint64_t(1) << 16;
-                found += e[j] & 1;
-            }
-            ranker.run(items.data(), found, n + size_t(qi) * buckets, r + size_t(qi) * buckets, plan,
-                       ap + size_t(qi) * K, hits + size_t(qi) * G);
-        }
+        for (long long qi = 0; qi < static_cast<long long>(Q); ++qi)
+            ranker.run(entries + size_t(qi) * k, k, n + size_t(qi) * buckets, r + size_t(qi) * buckets, plan,
+                       plan.max_rank, ap + size_t(qi) * K, hits + size_t(qi) * G);
     }
 }
 
@@ -173,7 +185,7 @@ void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* 
     const size_t batches = (queries.n + batch - 1) / batch;
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
-        QueryScanner scanner(db, false);
+        QueryScanner scanner(db);
 #pragma omp for schedule(dynamic, 2)
         for (long long b = 0; b < static_cast<long long>(batches); ++b) {
             const size_t first = size_t(b) * batch, count = std::min(batch, queries.n - first);

@@ -1,7 +1,5 @@
 #include "ranking.h"
 
-#include "scan.h"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -11,6 +9,9 @@ namespace shc {
 
 RankPlan::RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n_database, bool index_tables)
     : ap_ranks(std::move(ap)), hit_ranks(std::move(hits)) {
+    for (int64_t k : ap_ranks) max_ap_rank = std::max(max_ap_rank, k);
+    max_rank = max_ap_rank;
+    for (int64_t k : hit_ranks) max_rank = std::max(max_rank, k);
     for (size_t i = 0; i < ap_ranks.size(); ++i) checkpoints.emplace_back(ap_ranks[i], i);
     for (size_t i = 0; i < hit_ranks.size(); ++i) checkpoints.emplace_back(hit_ranks[i], ap_ranks.size() + i);
     std::stable_sort(checkpoints.begin(), checkpoints.end(),
@@ -138,31 +139,49 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
 }
 
 IndexRanker::IndexRanker(int bits)
-    : before_(size_t(bits) + 1), rel_before_(size_t(bits) + 1), rel_seen_(size_t(bits) + 1) {}
+    : before_(size_t(bits) + 1), rel_before_(size_t(bits) + 1),
+      rel_seen_(size_t(bits) + 1), position_(size_t(bits) + 1) {}
 
-void IndexRanker::run(const uint64_t* items, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
-                      double* ap, double* hits) {
+void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
+                      int64_t limit, double* ap, double* hits) {
     const size_t buckets = before_.size(), bins = plan.distinct.size();
     int64_t Nd = 0, Rd = 0;
+    size_t cut = buckets;  // the bucket holding rank `limit`
     for (size_t d = 0; d < buckets; ++d) {
         before_[d] = Nd;
         rel_before_[d] = Rd;
+        if (cut == buckets && Nd + n[d] >= limit) cut = d;
         Nd += n[d];
         Rd += r[d];
     }
+    if (cut == buckets) throw std::invalid_argument("rank beyond the database size");
+    const int64_t cut_items = limit - before_[cut];  // items of the cut bucket ranked <= limit
     std::fill(rel_seen_.begin(), rel_seen_.end(), 0);
     bin_hits_.assign(bins + 1, 0);  // last bin: past every checkpoint
     bin_sum_.assign(bins + 1, 0.0);
     const uint32_t* bin_of_rank = plan.bin_of_rank.data();
     const double* inverse_rank = plan.inverse_rank.data();
-    for (size_t i = 0; i < count; ++i) {
-        const uint16_t d = RelevantItems::bucket(items[i]);
-        const int64_t rank = before_[d] + static_cast<int64_t>(RelevantItems::position(items[i])) + 1;
-        const int64_t relevant_so_far = rel_before_[d] + ++rel_seen_[d];  // relevant items ranked <= rank
+    std::fill(position_.begin(), position_.end(), 0);
+    // plain local pointers: the visit runs for every item up to the cut, and members behind a captured `this`
+    // would be reloaded after each store
+    int64_t* position = position_.data();
+    int64_t* rel_seen = rel_seen_.data();
+    int64_t* bin_hits = bin_hits_.data();
+    double* bin_sum = bin_sum_.data();
+    const int64_t* before = before_.data();
+    const int64_t* rel_before = rel_before_.data();
+    const int64_t cut_rank = before[cut] + cut_items;  // ranks past it are not needed
+    // only the buckets up to the cut: the other keys are skipped 16 at a time
+    for_each_key_at_most(keys, count, make_key(unsigned(cut), true), [=](size_t i) {
+        const uint16_t key = keys[i];
+        const unsigned d = key_bucket(key);
+        const int64_t rank = before[d] + ++position[d];
+        if (!key_relevant(key) || rank > cut_rank) return;
+        const int64_t relevant_so_far = rel_before[d] + ++rel_seen[d];  // relevant items ranked <= rank
         const uint32_t bin = bin_of_rank[rank];
-        ++bin_hits_[bin];
-        bin_sum_[bin] += double(relevant_so_far) * inverse_rank[rank];
-    }
+        ++bin_hits[bin];
+        bin_sum[bin] += double(relevant_so_far) * inverse_rank[rank];
+    });
     // cumulative over bins = relevant items and precision sum up to each distinct checkpoint rank
     for (size_t j = 1; j < bins; ++j) {
         bin_hits_[j] += bin_hits_[j - 1];
@@ -171,6 +190,7 @@ void IndexRanker::run(const uint64_t* items, size_t count, const int64_t* n, con
     const size_t n_ap = plan.ap_ranks.size();
     size_t j = 0;
     for (const auto& [k, slot] : plan.checkpoints) {  // ascending, like plan.distinct
+        if (k > limit) break;
         while (plan.distinct[j] < k) ++j;
         if (slot < n_ap)
             ap[slot] = bin_hits_[j] > 0 ? bin_sum_[j] / double(bin_hits_[j]) : 0.0;

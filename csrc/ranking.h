@@ -3,11 +3,13 @@
 // For every cut-off k in `ap_ranks` the AP@k, and for every k in `hit_ranks` the number of relevant items in
 // the top k ("hits", fractional for `expected`). Ranks are 1-based and already clipped to [1, N].
 // Tie modes expected / optimistic / pessimistic need only the buckets (closed forms with harmonic numbers);
-// `index` needs the in-bucket order: the scan records each relevant item's bucket position (IndexRanker).
+// `index` needs the in-bucket order: the scan keeps every item's key in index order (IndexRanker).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "keys.h"
 
 namespace shc {
 
@@ -16,6 +18,7 @@ enum class Ties : int { Index = 0, Expected = 1, Optimistic = 2, Pessimistic = 3
 struct RankPlan {
     std::vector<int64_t> ap_ranks;   // cut-offs k for AP@k, each in [1, N]
     std::vector<int64_t> hit_ranks;  // PR-by-rank grid, each in [1, N]
+    int64_t max_ap_rank = 0, max_rank = 0;
     // both lists merged in ascending rank; slot < ap_ranks.size() is an AP cut-off, else a grid point
     std::vector<std::pair<int64_t, size_t>> checkpoints;
     // for `index` ties: the distinct checkpoint ranks c_0 < c_1 < ..., bin_of_rank[k] = first j with k <= c_j
@@ -35,16 +38,19 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
                          const long double* harmonic, double* ap, double* hits);
 
 // `index` ties: a relevant item in bucket d at position p (0-based, among the bucket's items in index order)
-// has rank N_d + p + 1 — numpy's stable argsort — so one pass over the relevant items gives every cut-off.
+// has rank N_d + p + 1 — numpy's stable argsort. run() walks the items' keys (keys.h) in index order, counting
+// positions, and visits only the items ranked up to `limit`: those of the buckets before the one holding rank
+// `limit` and the first items of that one; the other keys are skipped 16 at a time. It fills AP at every
+// ap_rank (all must be <= limit) and hits at every hit_rank <= limit; hits at larger ranks are left as they are.
 class IndexRanker {
 public:
     explicit IndexRanker(int bits);
-    // items: the relevant items in index order, packed as in RelevantItems (scan.h)
-    void run(const uint64_t* items, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
-             double* ap, double* hits);
+    // keys: at least the items ranked <= limit, in index order (each bucket's items a prefix of its index order)
+    void run(const uint16_t* keys, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
+             int64_t limit, double* ap, double* hits);
 
 private:
-    std::vector<int64_t> before_, rel_before_, rel_seen_, bin_hits_;
+    std::vector<int64_t> before_, rel_before_, rel_seen_, position_, bin_hits_;
     std::vector<double> bin_sum_;
 };
 

@@ -1,10 +1,11 @@
-// One pass over the database for one query: Hamming distances, relevance and the per-distance histogram.
+// One pass over the database for a batch of queries: Hamming distances, relevance and the per-distance histogram.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "hamming.h"
+#include "keys.h"
 
 namespace shc {
 
@@ -24,42 +25,35 @@ struct Database {
     Labels labels;
 };
 
-// Largest q the engine supports (distances are held in uint16).
+// Largest q the engine supports (keys distance << 1 | relevant are held in uint16).
 constexpr int kMaxBits = 32767;
-
-// Relevant items of one query in database index order, with what their rank under `index` ties needs:
-// the distance bucket and the number of items of that bucket before them (counting sort, stable by index).
-// Packed as position << 16 | bucket (one store per item in the scan's inner loop).
-struct RelevantItems {
-    std::vector<uint64_t> items;
-    size_t count = 0;
-    static uint16_t bucket(uint64_t item) { return static_cast<uint16_t>(item); }
-    static uint64_t position(uint64_t item) { return item >> 16; }  // 0-based, among the bucket's items
-};
 
 // Per-thread scratch and the pass itself. Queries are scanned in batches of up to kBatch: each database block
 // (codes and labels) is read once from memory and used for every query of the batch while it sits in cache.
-// For query j of the batch: n[j (q+1) + d], r[j (q+1) + d] are the item and relevant-item counts at distance d,
-// and, when asked, relevant(j) lists its relevant items. Memory: O(block) + the relevant lists.
+// For query j of the batch: n[j (q+1) + d], r[j (q+1) + d] are the item and relevant-item counts at distance d.
+// keep_keys (`index` ties): keys(j) holds every item's key (keys.h) in index order, and the cumulative
+// histogram is marked every `segment` items, so relevant_in_prefix() walks at most one segment.
+// Memory: kBatch x N keys (uint16) and marks of about the same size — O(N) per thread.
 class QueryScanner {
 public:
     static constexpr size_t kBatch = 8;
-    QueryScanner(const Database& db, bool record_relevant);
+    explicit QueryScanner(const Database& db, bool keep_keys = false);
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
-    const RelevantItems& relevant(size_t j) const { return relevant_[j]; }
+    const uint16_t* keys(size_t j) const { return keys_.data() + j * db_.n; }
+    // relevant items among the first m items (1 <= m <= n_d) of bucket d in index order, query j of the batch
+    int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m) const;
 
 private:
     const Database& db_;
     HammingFn hamming_;
-    bool record_;
-    bool vector_record_ = false;  // AVX2 positions for relevant items only (scan.cpp)
+    bool keep_;
     size_t buckets_;
-    std::vector<uint16_t> distance_;   // one block
-    std::vector<uint8_t> flag_;        // one block: relevant or not
-    std::vector<uint32_t> count_;      // kBatch x 2 buckets: per-(distance, relevant) histogram
-    std::vector<uint64_t> next_;       // kBatch x buckets, when recording: (items so far << 16) | distance
-    std::vector<RelevantItems> relevant_;
+    size_t segment_ = 0, segments_ = 0;  // items per mark (a multiple of the block), number of marks
+    std::vector<uint16_t> block_keys_;   // one block, when not keeping keys
+    std::vector<uint16_t> keys_;         // kBatch x N, when keeping keys
+    std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys
+    std::vector<uint32_t> marks_;        // kBatch x segments x 2 (q + 1): key histogram before each segment
 };
 
 // Distances of one query to every database item, in index order, and their histogram (search).

@@ -24,6 +24,7 @@ _LAZY = {
     "make_centers": "shc.centers",
     "TrainConfig": "shc.train",
     "run_pipeline": "shc.train",
+    "evaluate_sharded": "shc.train",
     "center_report": "shc.centers",
 }
 

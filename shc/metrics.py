@@ -7,6 +7,8 @@ Definitions (AP@k, tie modes, radius and rank PR) are in docs/engine.md.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -179,6 +181,25 @@ def _make_report(raw: dict, keys: list[str], ties: str, bits: int, n_query: int,
 
 # --------------------------------------------------------------------------------------------------- API
 
+def _is_cuda_tensor(x) -> bool:
+    """A CUDA torch tensor, recognised without importing torch (plain ``import shc`` stays torch-free)."""
+    return type(x).__module__.startswith("torch") and bool(getattr(x, "is_cuda", False))
+
+
+def _use_gpu(query_codes, db_codes, bits) -> bool:
+    """CUDA codes go to the Triton kernels (shc.kernels.hamming) unless SHC_DISABLE_TRITON=1. np.packbits bytes
+    (``bits`` given) have no GPU path and are evaluated here."""
+    return (bits is None and os.environ.get("SHC_DISABLE_TRITON", "0") != "1"
+            and _is_cuda_tensor(query_codes) and _is_cuda_tensor(db_codes))
+
+
+def _on_device(labels, like):
+    """Labels as a tensor on the codes' device (torch is already imported: the codes are torch tensors)."""
+    if type(labels).__module__.startswith("torch"):
+        return labels.to(like.device)
+    return sys.modules["torch"].as_tensor(as_numpy(labels, "labels"), device=like.device)
+
+
 def _pack_pair(query_codes, db_codes, bits):
     q, q_bits = pack_codes(query_codes, bits, what="query codes")
     d, d_bits = pack_codes(db_codes, bits, what="database codes")
@@ -195,12 +216,17 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk=DEFAULT_TOPK, 
 
     Codes: ±1 / {0,1} / bool / real-valued (sign) arrays, or np.packbits bytes with `bits`. Labels: class ids,
     one-hot or multi-hot rows. ``topk`` entries are positive ints or "all"; k > N counts as N.
+    CUDA torch tensors as codes run on the GPU (shc.kernels.hamming.evaluate_cuda) unless SHC_DISABLE_TRITON=1.
     """
     start = time.perf_counter()
     keys = [key for key, _ in parse_topk(topk)]
     ties = _check_ties(ties)
     n_threads = _check_threads(threads)
     radius = _check_radius(radius)
+    if _use_gpu(query_codes, db_codes, bits):
+        from shc.kernels.hamming import evaluate_cuda
+        return evaluate_cuda(query_codes, db_codes, _on_device(query_labels, query_codes),
+                             _on_device(db_labels, db_codes), topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks)
     q, d, q_bits = _pack_pair(query_codes, db_codes, bits)
     labels = prepare_labels(query_labels, db_labels, q.shape[0], d.shape[0])
     ap_ranks, hit_ranks = rank_plan(d.shape[0], topk, pr_ranks)
@@ -214,12 +240,16 @@ def search(query_codes, db_codes, k, threads=None, bits=None) -> tuple[np.ndarra
     """The k nearest database items of every query, ordered by (Hamming distance, index).
 
     Returns ``(indices int64 (Q, k), distances int32 (Q, k))``; k > N returns all N items.
+    CUDA torch tensors as codes run on the GPU (shc.kernels.hamming.search_cuda; torch tensors come back).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     n_threads = _check_threads(threads)
+    if _use_gpu(query_codes, db_codes, bits):
+        from shc.kernels.hamming import search_cuda
+        return search_cuda(query_codes, db_codes, int(min(k, db_codes.shape[0])))
     q, d, q_bits = _pack_pair(query_codes, db_codes, bits)
     return _engine.search(q, d, q_bits, int(min(k, d.shape[0])), n_threads)
 

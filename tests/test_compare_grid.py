@@ -2,7 +2,6 @@
 import dataclasses
 import math
 
-import numpy as np
 import pytest
 
 from shc.compare import Cell, finished_metrics, mean_pr_curve, mean_std, plan_grid, results_markdown, summarize

@@ -342,8 +342,8 @@ def _pack(bits):
 
 @pytest.mark.parametrize("density", [0.02, 0.5, 1.0])
 def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
-    # the index-ties position recording has a portable and an AVX2 path; relevance density changes which
-    # branch of the AVX2 path dominates (sparse: per-item vector counts; dense: nearly every item)
+    # the index-ties walks have a portable and an AVX2 path; relevance density changes how many items the
+    # walk visits (sparse: few; dense: nearly every item)
     rng = np.random.default_rng(int(density * 100))
     qb = rng.random((5, 12)) < 0.5
     db = (rng.random((1100, 12)) < 0.5)  # > one 1024-item block, several 128-item chunks, heavy ties
@@ -353,6 +353,22 @@ def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
         _engine.set_isa(isa)
         report = evaluate(qb, db, ql, dl, topk=[7, 500, "all"], pr_ranks=[1, 300, 1100])
         assert_matches_reference(report, ref)
+
+
+@pytest.mark.parametrize("q, N", [(12, 2600), (1000, 20000)])
+def test_index_hits_past_the_ap_cutoff_every_isa(q, N, restore_isa):
+    # finite AP cut-offs: AP comes from the walk over the first buckets' keys, and every PR-grid rank past the
+    # largest cut-off from the scan's histogram marks plus a walk inside one segment. q = 12: few buckets and
+    # one mark per 1024-item block; q = 1000: marks every few blocks (their memory is bounded)
+    rng = np.random.default_rng(q)
+    qb = rng.random((4, q)) < 0.5
+    db = np.where(rng.random((N, 1)) < 0.5, qb[0], ~qb[0]) ^ (rng.random((N, q)) < 0.3)  # clustered distances
+    ql, dl = rng.integers(0, 3, 4), rng.integers(0, 3, N)
+    grid = np.unique(np.concatenate([rng.integers(1, N + 1, 60), [1, 16, 17, 1023, 1024, 1025, N - 1, N]]))
+    ref = ref_report(qb, db, ql, dl, [1, 37], "index", 2, grid)
+    for isa in _isas():
+        _engine.set_isa(isa)
+        assert_matches_reference(evaluate(qb, db, ql, dl, topk=[1, 37], pr_ranks=grid), ref)
 
 
 @pytest.mark.parametrize("topk, pr", [((10, "all"), [1, 50, 500]), ((3, 40), [5, 60])])

@@ -137,13 +137,20 @@ def main(argv=None) -> int:
         print(prefix + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except RuntimeError as exc:
-        if rank is None:
+        if rank is None or not _collective_failure(exc):
             raise  # a bug: the traceback helps
-        # a collective failed: a peer died (the launcher reports which) or did not answer within --dist-timeout
+        # a peer died (the launcher reports which) or did not answer within --dist-timeout
         print(prefix + _first_line(exc) + f" (a distributed operation failed: another worker exited, or none "
               f"answered within --dist-timeout {args.dist_timeout:g} s)", file=sys.stderr)
         return 1
     return 0
+
+
+def _collective_failure(exc: RuntimeError) -> bool:
+    """A failed collective: torch's DistError (nccl, stores) or gloo's plain RuntimeError from its transport."""
+    import torch.distributed
+    return isinstance(exc, torch.distributed.DistError) or bool(
+        re.search(r"gloo|nccl|timed out|connection (closed|reset)", str(exc), re.IGNORECASE))
 
 
 def _check_nproc(nproc) -> int:

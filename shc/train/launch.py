@@ -78,6 +78,7 @@ def launch(argv: list[str], nproc: int, *, module: str = "shc.cli.train") -> int
     """Run ``python -m module *argv`` as ``nproc`` workers on this node (torchrun --standalone's setup:
     c10d rendezvous on a free local port, no restarts). Returns the exit status: 0, or the first failed
     worker's (after the agent has stopped the others)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -92,4 +93,8 @@ def launch(argv: list[str], nproc: int, *, module: str = "shc.cli.train") -> int
         print(f"shc-train: error: worker rank {rank} of {nproc} {how} (its messages are above); "
               "the other workers were stopped", file=sys.stderr)
         return code if code > 0 else 1
+    except SignalException as exc:  # Ctrl-C / SIGTERM to the launcher: the agent has stopped the workers
+        print(f"shc-train: interrupted ({exc.sigval.name}); rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return 130
     return 0

@@ -109,8 +109,8 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
             loss_sum += loss.detach() * len(labels)  # no host sync per step
             seen += len(labels)
         scheduler.step()
-        loss_total, seen = dist.sum(np.array([float(loss_sum), seen], dtype=np.float64))
-        record = {"epoch": epoch + 1, "loss": float(loss_total) / max(seen, 1.0), "lr": lr,
+        loss_total, seen_total = dist.sum(np.array([float(loss_sum), seen], dtype=np.float64)).tolist()
+        record = {"epoch": epoch + 1, "loss": loss_total / max(seen_total, 1.0), "lr": lr,
                   "seconds": time.perf_counter() - t0}
         if evaluate is not None:
             t_eval = time.perf_counter()

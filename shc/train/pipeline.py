@@ -318,8 +318,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         return {}
     metrics = {
         "dataset": dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
-        "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs, "classify_epochs": cfg.classify_epochs if similarity is not None
-        else 0, "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
+        "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs,
+        "classify_epochs": cfg.classify_epochs if similarity is not None else 0,
+        "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
         "best_on_query": best_on_query(history), "retrieval": final["retrieval"],
         "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
         "center_report": report, "seconds": seconds, "history": history,
