@@ -91,6 +91,27 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def paired_differences(runs: list[dict], method: str, baseline: str) -> list[dict]:
+    """method − baseline per length and cut-off, paired by seed (same split, same initial network): mean ± std of
+    the differences and how many seeds the method won. Lengths where the pair shares no seed are left out."""
+    by_key = {(r["centers"], r["bits"], r["seed"]): r for r in runs}
+    rows = []
+    for bits in sorted({r["bits"] for r in runs}):
+        seeds = sorted(s for (c, b, s) in by_key if c == method and b == bits and (baseline, bits, s) in by_key)
+        if not seeds:
+            continue
+        row = {"method": method, "baseline": baseline, "bits": bits, "seeds": seeds}
+        for key, _ in TIES:
+            row[key] = {}
+            for k in by_key[(method, bits, seeds[0])][key]:
+                diffs = [by_key[(method, bits, s)][key][k] - by_key[(baseline, bits, s)][key][k] for s in seeds]
+                mean, std = mean_std(diffs)
+                row[key][k] = {"mean": mean, "std": std, "wins": sum(d > 0 for d in diffs),
+                               "losses": sum(d < 0 for d in diffs)}
+        rows.append(row)
+    return rows
+
+
 def mean_pr_curve(curves: list[dict]) -> tuple[list[float], list[float]]:
     """Pointwise mean over seeds of rank-based PR curves ``{"k", "precision", "recall"}`` sharing one k grid."""
     if not curves:
@@ -103,12 +124,12 @@ def mean_pr_curve(curves: list[dict]) -> tuple[list[float], list[float]]:
     return precision.tolist(), recall.tolist()
 
 
-def _fmt(stat: dict) -> str:
-    return f"{stat['mean']:.4f}" + ("" if stat["std"] is None else f" ± {stat['std']:.4f}")
+def _fmt(stat: dict, sign: str = "") -> str:
+    return f"{stat['mean']:{sign}.4f}" + ("" if stat["std"] is None else f" ± {stat['std']:.4f}")
 
 
 def results_markdown(rows: list[dict], settings: dict, figures: dict[int, str] | None = None,
-                     missing: list[Cell] | None = None) -> str:
+                     missing: list[Cell] | None = None, paired: list[dict] | None = None) -> str:
     """The results table: one line per (bits, centers), mean ± std over seeds of mAP@cut-off with index
     tie-breaking and tie-aware; the best mean per length and column in bold."""
     if not rows:
@@ -135,6 +156,16 @@ def results_markdown(rows: list[dict], settings: dict, figures: dict[int, str] |
                 cells.append(f"**{text}**" if row[key][k]["mean"] == best[(row["bits"], key, k)] else text)
         cells.append(f"{row['seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if paired:
+        lines += ["", "Paired by seed (same split and initial network): difference of means ± std of the per-seed "
+                  "differences, and seeds won/lost.", ""]
+        header = ["bits", "difference"] + [f"{label} mAP@{k}" for _, label in TIES for k in cutoffs]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in paired:
+            cells = [str(row["bits"]), f"{row['method']} − {row['baseline']}"]
+            cells += [f"{_fmt(row[key][k], '+')} ({row[key][k]['wins']}/{row[key][k]['losses']})"
+                      for key, _ in TIES for k in cutoffs]
+            lines.append("| " + " | ".join(cells) + " |")
     if figures:
         lines += ["", "PR curves (Hamming ranking, mean over seeds): " +
                   ", ".join(f"[{b} bits]({p})" for b, p in sorted(figures.items()))]
@@ -210,9 +241,14 @@ def write_results(out, cells: list[Cell], metrics_by_cell: dict, base) -> dict:
         name = f"pr_{bits}bits.png"
         plot_pr_curves(curves, out / name, f"{resolved.dataset}, {bits} bits: Hamming ranking, mean over seeds")
         figures[bits] = name
-    results = {"settings": settings, "runs": runs, "summary": summarize(runs),
+    # SHC is the method under test: its per-seed differences to every other method
+    methods = list(dict.fromkeys(c.centers for c in cells))
+    paired = [row for other in methods if "shc" in methods and other != "shc"
+              for row in paired_differences(runs, "shc", other)]
+    results = {"settings": settings, "runs": runs, "summary": summarize(runs), "paired": paired,
                "figures": {str(b): p for b, p in figures.items()}}
     write_json(out / "results.json", results)
-    text = results_markdown(results["summary"], settings, figures, [c for c in cells if c not in metrics_by_cell])
+    text = results_markdown(results["summary"], settings, figures, [c for c in cells if c not in metrics_by_cell],
+                            paired)
     atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text))
     return results

@@ -44,6 +44,12 @@ def test_writes_results_and_figures(grid):
     values = [r["mAP"]["all"] for r in runs if r["centers"] == "csq" and r["bits"] == 16]
     assert row["mAP"]["all"]["mean"] == pytest.approx(np.mean(values))
     assert row["mAP"]["all"]["std"] == pytest.approx(np.std(values, ddof=1))
+    paired = {(p["baseline"], p["bits"]): p for p in results["paired"]}
+    assert set(paired) == {("csq", 8), ("csq", 16)}
+    shc0, csq0 = (next(r for r in runs if r["centers"] == c and r["bits"] == 8 and r["seed"] == 0) for c in ("shc", "csq"))
+    shc1, csq1 = (next(r for r in runs if r["centers"] == c and r["bits"] == 8 and r["seed"] == 1) for c in ("shc", "csq"))
+    assert paired[("csq", 8)]["mAP"]["all"]["mean"] == pytest.approx(
+        (shc0["mAP"]["all"] - csq0["mAP"]["all"] + shc1["mAP"]["all"] - csq1["mAP"]["all"]) / 2)
     text = (grid / "results.md").read_text()
     assert text.count("\n| 8 |") == 2 and text.count("\n| 16 |") == 2
     assert "tie-aware mAP@all" in text and "hashing epochs: 1" in text

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from shc.compare import Cell, finished_metrics, mean_pr_curve, mean_std, plan_grid, results_markdown, summarize
+from shc.compare import (Cell, finished_metrics, mean_pr_curve, mean_std, paired_differences, plan_grid,
+                         results_markdown, summarize)
 
 
 def fake_run(centers, bits, seed, value, expected=None, total=10.0):
@@ -99,3 +100,16 @@ def test_finished_metrics_matches_configuration(tmp_path):
     assert finished_metrics(tmp_path, dataclasses.replace(cfg, epochs=cfg.epochs + 1)) is None
     (tmp_path / "metrics.json").write_text("{truncated")
     assert finished_metrics(tmp_path, cfg) is None
+
+
+def test_paired_differences_by_seed():
+    runs = [fake_run("shc", 16, 0, 0.80), fake_run("csq", 16, 0, 0.70), fake_run("shc", 16, 1, 0.60),
+            fake_run("csq", 16, 1, 0.65), fake_run("shc", 16, 2, 0.9),  # seed 2 has no csq partner
+            fake_run("shc", 32, 0, 0.5)]                                # no csq at 32 bits at all
+    rows = paired_differences(runs, "shc", "csq")
+    assert len(rows) == 1 and rows[0]["bits"] == 16 and rows[0]["seeds"] == [0, 1]
+    stat = rows[0]["mAP"]["100"]
+    assert stat["mean"] == pytest.approx(0.025) and stat["std"] == pytest.approx(math.sqrt(2 * 0.075 ** 2))
+    assert (stat["wins"], stat["losses"]) == (1, 1)
+    text = results_markdown(summarize(runs), {}, paired=rows)
+    assert "| 16 | shc − csq | +0.0250 ± 0.1061 (1/1) |" in text

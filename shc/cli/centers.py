@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from shc.centers import METHODS, center_report, check_similarity, csq_centers, gv_distance, mds_centers, shc_centers
+from shc.cli._errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +68,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"shc-centers: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("shc-centers: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli("shc-centers", run, args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from shc.cli._errors import run_cli
+
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
 an array. codes: ±1, {0,1}, bool, real-valued (sign) or np.packbits bytes with --bits. labels: class ids, one-hot or
 multi-hot rows."""
@@ -72,15 +74,7 @@ def main(argv=None) -> int:
         parser.error(f"--threads must be positive, got {args.threads}")
     if args.radius < 0:
         parser.error(f"--radius must be non-negative, got {args.radius}")
-    try:
-        run(args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"shc-eval: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("shc-eval: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli("shc-eval", run, args)
 
 
 if __name__ == "__main__":
