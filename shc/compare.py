@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,7 +20,7 @@ import numpy as np
 
 TIES = (("mAP", "index"), ("mAP_expected", "tie-aware"))  # result key, label in tables
 # Options that say where/how a run is written, not what it computes: ignored when matching finished runs.
-_NOT_IDENTITY = ("out", "progress", "resume", "stage1_cache", "threads", "workers", "device")
+_NOT_IDENTITY = ("out", "progress", "resume", "stage1_cache", "threads", "workers", "device", "dist_timeout")
 
 
 @dataclasses.dataclass(frozen=True)

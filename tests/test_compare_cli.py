@@ -51,7 +51,8 @@ def test_writes_results_and_figures(grid):
     assert paired[("csq", 8)]["mAP"]["all"]["mean"] == pytest.approx(
         (shc0["mAP"]["all"] - csq0["mAP"]["all"] + shc1["mAP"]["all"] - csq1["mAP"]["all"]) / 2)
     text = (grid / "results.md").read_text()
-    assert text.count("\n| 8 |") == 2 and text.count("\n| 16 |") == 2
+    assert text.count("\n| 8 | csq |") == text.count("\n| 8 | shc |") == text.count("\n| 16 | shc |") == 1
+    assert text.count("| shc − csq |") == 2  # the paired table, one line per length
     assert "tie-aware mAP@all" in text and "hashing epochs: 1" in text
 
 
@@ -92,3 +93,9 @@ def test_unknown_method_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--centers", "foo", "--out", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_nproc_is_refused(capsys):
+    from shc.cli.compare import main
+    assert main(["--dataset", "synthetic", "--nproc", "2", "--out", "unused"]) == 2
+    assert "--nproc is not supported" in capsys.readouterr().err

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
         from shc.cli.train import config_from_args
         from shc.compare import plan_grid, run_grid
 
+        if args.nproc not in (None, 1):  # the grid's runs train one after another here
+            raise ValueError("--nproc is not supported by shc-compare: each run of the grid trains in this process")
         cells = plan_grid(args.centers, args.bits, args.seeds)
         out = args.out or f"runs/compare-{args.dataset}"
         one = argparse.Namespace(**{**vars(args), "centers": cells[0].centers, "bits": cells[0].bits,
