@@ -242,16 +242,11 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         else:
             classifier = build(Classifier, dataset.num_classes)
             ckpt = stage1_dir / "checkpoints" / "classifier.pt"
-            state, complete = _main_checkpoint(dist, ckpt, fp1)
-            history = []
-            if complete:
-                classifier.load_state_dict(state["model"])
-                history = state["history"]
-                log(f"stage 1: reusing trained classifier {ckpt}")
-            else:
-                history = stage1.train_classifier(
+            history = _train_or_reuse(
+                classifier, ckpt, fp1, dist, cfg.resume, log, "stage 1: reusing trained classifier",
+                lambda resume_state: stage1.train_classifier(
                     classifier, dataset, loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
-                    fp=fp1, resume_state=_resumable(state, cfg.resume, ckpt, log), dist=dist, callback=callback)
+                    fp=fp1, resume_state=resume_state, dist=dist, callback=callback))
             similarity = stage1.similarity_from_classifier(
                 classifier, dataset.train, batch_size=cfg.eval_batch_size, device=device, dist=dist,
                 mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel, progress=cfg.progress)
@@ -295,17 +290,12 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     hashnet = build(HashNet, cfg.bits)
     ckpt = ckpt_dir / "hashnet.pt"
     evaluator = _Evaluator(hashnet, dataset, cfg, device, dist)
-    state, complete = _main_checkpoint(dist, ckpt, fp3)
-    if complete:
-        hashnet.load_state_dict(state["model"])
-        history = state["history"]
-        log(f"stage 3: reusing trained hashing network {ckpt}")
-    else:
-        history = stage3.train_hashnet(
+    history = _train_or_reuse(
+        hashnet, ckpt, fp3, dist, cfg.resume, log, "stage 3: reusing trained hashing network",
+        lambda resume_state: stage3.train_hashnet(
             hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
-            resume_state=_resumable(state, cfg.resume, ckpt, log), dist=dist, evaluate=evaluator.maybe,
-            callback=callback)
+            resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=callback))
     seconds["stage3"] = time.perf_counter() - t0
     seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history)  # included in stage3
 
@@ -415,6 +405,17 @@ def best_on_query(history: list[dict]) -> dict:
 def _main_checkpoint(dist: Dist, path, fp: str):
     """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all)."""
     return dist.from_main(checkpoint_state(path, fp) if dist.is_main else None)
+
+
+def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str, train) -> list:
+    """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
+    ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history."""
+    state, complete = _main_checkpoint(dist, ckpt, fp)
+    if complete:
+        model.load_state_dict(state["model"])
+        log(f"{reuse_message} {ckpt}")
+        return state["history"]
+    return train(_resumable(state, resume, ckpt, log))
 
 
 def _resumable(state, resume: bool, ckpt, log):
