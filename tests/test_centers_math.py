@@ -153,7 +153,7 @@ def test_shc_matches_numpy_baseline(classes, bits, epochs):
     s, _ = hierarchy_similarity(classes, 4, seed=classes)
     init = mds_centers(classes, bits, seed=1)
     d = gv_distance(bits, classes)
-    fast = shc_centers(s, bits, init=init, epochs=epochs)
+    fast = shc_centers(s, bits, init=init, epochs=epochs, polish_passes=0)  # the public method
     slow = shc_reference(s, init, d, epochs=epochs)
     assert semantic_loss(s, fast) == pytest.approx(semantic_loss(s, slow), abs=1e-12)
     assert np.array_equal(fast, slow)
@@ -162,7 +162,37 @@ def test_shc_matches_numpy_baseline(classes, bits, epochs):
 def test_shc_keeps_the_start_when_nothing_improves():
     s, _ = hierarchy_similarity(20, 4)
     init = mds_centers(20, 16)
-    assert np.array_equal(shc_centers(s, 16, init=init, epochs=0), init)
+    assert np.array_equal(shc_centers(s, 16, init=init, epochs=0, polish_passes=0), init)
+
+
+def flip_descent_reference(s, start, d):
+    """Obviously-correct feasible descent: try every single-bit flip in (center, bit) order, recompute the whole loss
+    and every distance, take the flip when the loss drops and all pairs stay >= d; repeat until nothing changes."""
+    s = (s + s.T) / 2
+    h = np.array(start, dtype=np.float64)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(h.shape[0]):
+            for b in range(h.shape[1]):
+                trial = h.copy()
+                trial[i, b] = -trial[i, b]
+                if (pairwise_distances(trial) + 10**6 * np.eye(len(h))).min() >= d and \
+                        semantic_loss(s, trial) < semantic_loss(s, h) - 1e-12:
+                    h, improved = trial, True
+    return h
+
+
+@pytest.mark.parametrize("classes, bits", [(10, 16), (12, 12), (20, 32)])
+def test_shc_polish_matches_plain_descent_and_only_improves(classes, bits):
+    s, _ = hierarchy_similarity(classes, 4, seed=classes)
+    init = mds_centers(classes, bits, seed=0)
+    d = gv_distance(bits, classes)
+    admm = shc_centers(s, bits, init=init, polish_passes=0)
+    polished = shc_centers(s, bits, init=init)
+    assert np.array_equal(polished, flip_descent_reference(s, admm, d))
+    assert distance_stats(polished)[0] >= d
+    assert semantic_loss(s, polished) <= semantic_loss(s, admm)
 
 
 def test_shc_asymmetric_similarity_equals_its_symmetric_part():

@@ -6,7 +6,9 @@ ADMM-style splitting (paper / public code), H here is C × q (rows are centers),
   K-step  K = max(q − 2d − HHᵀ + α/β, 0)
   H-step  `sweeps` Gauss–Seidel passes of h_i ← sign(h_i − g_i/η), accepted only if feasible (_kernels.shc_h_step)
   Λ += ρ(H − M);  α_ij += β(q − 2d − h_iᵀh_j − K_ij) for all i ≠ j
-and the H with the lowest loss over the epochs, the start included, is returned.
+and the H with the lowest loss over the epochs, the start included, is kept. Then (not in the public code) a
+feasible bit-flip descent on the same objective (_kernels.shc_polish): only flips that lower the loss and keep every
+pair ≥ d, so the constraint holds and the objective can only improve; `polish_passes=0` gives the public method.
 
 Public-code defects fixed here: (1) α is a float matrix updated on all pairs (it was an int tensor, one column
 updated with a stale index); (2) the penalty gradient is 2β h_j (h_jᵀh_i), not 2q·h_i; (3) acceptance tests only the
@@ -31,12 +33,13 @@ SHC_DEFAULTS = {
     "epochs": 30,
     "sweeps": 3,
     "penalty_scale": 1e-4,  # the public code's 1/10⁴ on the distance terms of the gradient
+    "polish_passes": 100,  # feasible bit-flip descent after the ADMM (_kernels.shc_polish); 0 = the public method
 }
 
 
 def shc_optimise(similarity: np.ndarray, start: np.ndarray, d: int, **hyper) -> tuple[np.ndarray, float]:
     """Run the SHC iteration from a ±1 C × q start; returns (best float64 H, its loss with the symmetrised S)."""
-    from ._kernels import shc_run  # numba import deferred: `import shc.centers` stays light
+    from ._kernels import _loss, _mm, shc_polish, shc_run  # numba import deferred: `import shc.centers` stays light
 
     p = check_hyper(hyper, SHC_DEFAULTS, "shc")
     rho, beta, eta = float(p["rho"]), float(p["beta"]), float(p["eta"])
@@ -44,9 +47,14 @@ def shc_optimise(similarity: np.ndarray, start: np.ndarray, d: int, **hyper) -> 
         raise ValueError(f"shc: rho, beta and eta must be > 0, got {rho}, {beta}, {eta}")
     if int(p["epochs"]) < 0 or int(p["sweeps"]) < 0:
         raise ValueError(f"shc: epochs and sweeps must be >= 0, got {p['epochs']}, {p['sweeps']}")
+    if int(p["polish_passes"]) < 0:
+        raise ValueError(f"shc: polish_passes must be >= 0, got {p['polish_passes']}")
     s = (similarity + similarity.T) / 2
-    return shc_run(s, np.array(start, dtype=np.float64), d, rho, float(p["mu"]), float(p["lambda0"]),
-                   float(p["alpha0"]), beta, eta, float(p["penalty_scale"]), int(p["epochs"]), int(p["sweeps"]))
+    best, loss = shc_run(s, np.array(start, dtype=np.float64), d, rho, float(p["mu"]), float(p["lambda0"]),
+                         float(p["alpha0"]), beta, eta, float(p["penalty_scale"]), int(p["epochs"]), int(p["sweeps"]))
+    if int(p["polish_passes"]) > 0 and shc_polish(s, best, d, int(p["polish_passes"])) > 0:
+        loss = _loss(s, _mm(best, best.T.copy()), best.shape[1])
+    return best, loss
 
 
 def shc_centers(similarity, bits: int, seed: int = 0, init=None, **hyper) -> np.ndarray:

@@ -270,7 +270,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     # ---- stage 2: centers
     t0 = time.perf_counter()
     fp2 = fingerprint(stage=2, method=cfg.centers, bits=cfg.bits, classes=dataset.num_classes, seed=cfg.seed,
-                      similarity=None if similarity is None else array_digest(similarity))
+                      similarity=None if similarity is None else array_digest(similarity),
+                      hyper=_center_hyper(cfg.centers))  # a changed optimiser setting recomputes the centers
     centers = load_array_artifact(out / "centers.npy", fp2) if dist.is_main else None
     if dist.is_main and centers is None:
         centers = np.asarray(make_centers(cfg.centers, dataset.num_classes, cfg.bits,
@@ -405,6 +406,13 @@ def best_on_query(history: list[dict]) -> dict:
 def _main_checkpoint(dist: Dist, path, fp: str):
     """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all)."""
     return dist.from_main(checkpoint_state(path, fp) if dist.is_main else None)
+
+
+def _center_hyper(method: str) -> dict:
+    """The optimiser settings a method's centers depend on (part of the stage-2 fingerprint)."""
+    from shc.centers import MDS_DEFAULTS, SHC_DEFAULTS
+
+    return {"mds": MDS_DEFAULTS, "shc": {**MDS_DEFAULTS, **SHC_DEFAULTS}}.get(method, {})
 
 
 def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str, train) -> list:
