@@ -230,6 +230,17 @@ def shc_h_step(h, gram, mmt, ms, m, lam, alpha, k, dprime, rho, mu, beta, eta, p
 
 
 @njit(cache=True)
+def flip_bit(h, gram, i, k):
+    """Flip bit k of center i in place, keeping the Gram matrix HHᵀ in step (O(C))."""
+    hik = h[i, k]
+    for j in range(h.shape[0]):
+        if j != i:
+            gram[i, j] -= 2.0 * hik * h[j, k]
+            gram[j, i] = gram[i, j]
+    h[i, k] = -hik
+
+
+@njit(cache=True)
 def mds_polish(h, d, max_passes):
     """Exact coordinate descent on the MDS objective once the constraint holds, in place on h.
 
@@ -259,12 +270,8 @@ def mds_polish(h, d, max_passes):
                         break
                 if not ok:
                     continue
-                for j in range(classes):
-                    if j != i:
-                        gram[i, j] -= 2.0 * hik * h[j, k]
-                        gram[j, i] = gram[i, j]
+                flip_bit(h, gram, i, k)
                 s[k] -= 2.0 * hik
-                h[i, k] = -hik
                 flips += 1
         if flips == before:
             break
@@ -303,11 +310,7 @@ def shc_polish(s, h, d, max_passes):
                     change += r_new * r_new - r_old * r_old
                 if not feasible or 2.0 * change / classes**2 >= -1e-12:
                     continue
-                for j in range(classes):
-                    if j != i:
-                        gram[i, j] -= 2.0 * hik * h[j, k]
-                        gram[j, i] = gram[i, j]
-                h[i, k] = -hik
+                flip_bit(h, gram, i, k)
                 flips += 1
         if flips == before:
             break
