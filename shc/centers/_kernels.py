@@ -241,6 +241,31 @@ def flip_bit(h, gram, i, k):
 
 
 @njit(cache=True)
+def flip_keeps_distance(h, gram, i, k, dprime):
+    """Whether flipping bit k of center i keeps every h_iᵀh_j ≤ q − 2d (distance ≥ d), j ≠ i."""
+    hik = h[i, k]
+    for j in range(h.shape[0]):
+        if j != i and gram[i, j] - 2.0 * hik * h[j, k] > dprime:
+            return False
+    return True
+
+
+@njit(cache=True)
+def flip_loss_change(s, h, gram, i, k):
+    """Change of Σ_j (s_ij − G_ij/q)² over row i (j ≠ i) if bit k of center i flipped."""
+    q = h.shape[1]
+    hik = h[i, k]
+    change = 0.0
+    for j in range(h.shape[0]):
+        if j != i:
+            g = gram[i, j] - 2.0 * hik * h[j, k]
+            r_new = s[i, j] - g / q
+            r_old = s[i, j] - gram[i, j] / q
+            change += r_new * r_new - r_old * r_old
+    return change
+
+
+@njit(cache=True)
 def mds_polish(h, d, max_passes):
     """Exact coordinate descent on the MDS objective once the constraint holds, in place on h.
 
@@ -263,12 +288,7 @@ def mds_polish(h, d, max_passes):
                 hik = h[i, k]
                 if hik * s[k] < 2.0:
                     continue
-                ok = True
-                for j in range(classes):
-                    if j != i and gram[i, j] - 2.0 * hik * h[j, k] > dprime:
-                        ok = False
-                        break
-                if not ok:
+                if not flip_keeps_distance(h, gram, i, k, dprime):
                     continue
                 flip_bit(h, gram, i, k)
                 s[k] -= 2.0 * hik
@@ -295,20 +315,9 @@ def shc_polish(s, h, d, max_passes):
         before = flips
         for i in range(classes):
             for k in range(q):
-                hik = h[i, k]
-                change = 0.0  # loss change of row i (row and column: twice this), before the 1/C² scale
-                feasible = True
-                for j in range(classes):
-                    if j == i:
-                        continue
-                    g = gram[i, j] - 2.0 * hik * h[j, k]
-                    if g > dprime:
-                        feasible = False
-                        break
-                    r_new = s[i, j] - g / q
-                    r_old = s[i, j] - gram[i, j] / q
-                    change += r_new * r_new - r_old * r_old
-                if not feasible or 2.0 * change / classes**2 >= -1e-12:
+                if not flip_keeps_distance(h, gram, i, k, dprime):
+                    continue
+                if 2.0 * flip_loss_change(s, h, gram, i, k) / classes**2 >= -1e-12:  # row and column: twice
                     continue
                 flip_bit(h, gram, i, k)
                 flips += 1
