@@ -131,7 +131,7 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
                     if (ties == Ties::Index) {
                         // AP (and hits up to the largest AP cut-off) from a walk over the first buckets'
                         // keys; hits at larger ranks from the scanner's marks and one segment of keys
-                        ranker.run(scanner.keys(j), db.n, nj, rj, plan, plan.max_ap_rank, apj, hitsj);
+                        ranker.run(scanner.keys(j), db.n, nj, plan, plan.max_ap_rank, apj, hitsj);
                         hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m) {
                             return scanner.relevant_in_prefix(j, d, m);
                         }, hitsj);
@@ -167,16 +167,16 @@ Summary reduce_buckets(const int64_t* n_all, const int64_t* r_all, size_t Q, int
     return reduce_queries(Q, bits, plan, threads, make_worker);
 }
 
-void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, const int64_t* r, int bits,
-                const RankPlan& plan, int threads, double* ap, double* hits) {
+void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, int bits, const RankPlan& plan,
+                int threads, double* ap, double* hits) {
     const size_t buckets = size_t(bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
         IndexRanker ranker(bits);
 #pragma omp for schedule(dynamic, 16)
         for (long long qi = 0; qi < static_cast<long long>(Q); ++qi)
-            ranker.run(entries + size_t(qi) * k, k, n + size_t(qi) * buckets, r + size_t(qi) * buckets, plan,
-                       plan.max_rank, ap + size_t(qi) * K, hits + size_t(qi) * G);
+            ranker.run(entries + size_t(qi) * k, k, n + size_t(qi) * buckets, plan, plan.max_rank,
+                       ap + size_t(qi) * K, hits + size_t(qi) * G);
     }
 }
 

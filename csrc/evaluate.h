@@ -40,8 +40,8 @@ Summary reduce_buckets(const int64_t* n, const int64_t* r, size_t Q, int bits, i
 // `index` ties from an external producer (GPU): entries[i, j] = (distance << 1) | relevant of the items of query i's
 // top k (k >= every rank in plan), listed in database-index order. Within a bucket those items are a prefix in
 // index order, so a running count gives each one's exact position. Fills ap (Q x K) and hits (Q x G).
-void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, const int64_t* r, int bits,
-                const RankPlan& plan, int threads, double* ap, double* hits);
+void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, int bits, const RankPlan& plan,
+                int threads, double* ap, double* hits);
 
 // Per-query histograms (n, r: Q x (q + 1)), as an external producer would supply them.
 void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* n, int64_t* r);

@@ -23,43 +23,10 @@ inline bool key_relevant(uint16_t key) { return key & 1u; }
 
 inline bool keys_use_avx2() { return static_cast<int>(active_isa()) >= static_cast<int>(Isa::Avx2); }
 
-// visit(i) for every i < count with keys[i] <= limit, in index order.
-template <class Visit>
-inline void for_each_key_at_most_scalar(const uint16_t* keys, size_t count, uint16_t limit, Visit&& visit) {
-    for (size_t i = 0; i < count; ++i)
-        if (keys[i] <= limit) visit(i);
-}
-
-#ifdef SHC_KEYS_X86
-// one bit per key (16 keys) where key <= limit (unsigned: min(key, limit) == key)
-__attribute__((target("avx2"))) inline uint32_t keys_at_most_avx2(const uint16_t* keys, __m256i limit) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys));
-    const __m256i le = _mm256_cmpeq_epi16(_mm256_min_epu16(x, limit), x);
-    // 16-bit lanes -> bytes (the saturating pack keeps 0 / -1), one mask bit per key in key order
-    const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(le), _mm256_extracti128_si256(le, 1));
-    return static_cast<uint32_t>(_mm_movemask_epi8(bytes));
-}
-
-template <class Visit>
-__attribute__((target("avx2,bmi"))) inline void for_each_key_at_most_avx2(const uint16_t* keys, size_t count,
-                                                                          uint16_t limit, Visit&& visit) {
-    const __m256i lim = _mm256_set1_epi16(static_cast<short>(limit));
-    size_t i = 0;
-    for (; i + 16 <= count; i += 16)
-        for (uint32_t mask = keys_at_most_avx2(keys + i, lim); mask; mask &= mask - 1)
-            visit(i + size_t(__builtin_ctz(mask)));
-    for (; i < count; ++i)
-        if (keys[i] <= limit) visit(i);
-}
-#endif
-
-template <class Visit>
-inline void for_each_key_at_most(const uint16_t* keys, size_t count, uint16_t limit, Visit&& visit) {
-#ifdef SHC_KEYS_X86
-    if (keys_use_avx2()) return for_each_key_at_most_avx2(keys, count, limit, visit);
-#endif
-    for_each_key_at_most_scalar(keys, count, limit, visit);
-}
+// Copies the keys <= limit of keys[0..count) to out, in order, and returns how many there are. out must have room
+// for count + 8 keys (the vector path stores 8 at a time). Branch-free: the walks that use it select a few
+// percent of the keys, scattered, where a branch per selected key would mispredict almost every time.
+size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out);
 
 // Walking keys[begin..] in index order, from `seen` items of bucket d of which `relevant` are relevant, up to
 // the m-th item of bucket d (which must exist): returns the relevant items among those m.

@@ -218,7 +218,7 @@ PYBIND11_MODULE(_engine, m) {
             double* hp = hits.mutable_data();
             {
                 py::gil_scoped_release release;
-                index_walk(e, Q, k, np_, rp, bits, plan, threads, app, hp);
+                index_walk(e, Q, k, np_, bits, plan, threads, app, hp);
             }
             return py::make_tuple(ap, hits);
         },

@@ -19,14 +19,8 @@ RankPlan::RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n
     for (const auto& cp : checkpoints)
         if (distinct.empty() || distinct.back() != cp.first) distinct.push_back(cp.first);
     if (!index_tables) return;
-    bin_of_rank.resize(static_cast<size_t>(n_database) + 1);
     inverse_rank.resize(static_cast<size_t>(n_database) + 1);
-    size_t j = 0;
-    for (int64_t k = 0; k <= n_database; ++k) {
-        while (j < distinct.size() && distinct[j] < k) ++j;
-        bin_of_rank[size_t(k)] = static_cast<uint32_t>(j);
-        inverse_rank[size_t(k)] = k > 0 ? 1.0 / double(k) : 0.0;
-    }
+    for (int64_t k = 0; k <= n_database; ++k) inverse_rank[size_t(k)] = k > 0 ? 1.0 / double(k) : 0.0;
 }
 
 std::vector<long double> harmonic_table(size_t n) {
@@ -138,64 +132,53 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
     }
 }
 
-IndexRanker::IndexRanker(int bits)
-    : before_(size_t(bits) + 1), rel_before_(size_t(bits) + 1),
-      rel_seen_(size_t(bits) + 1), position_(size_t(bits) + 1) {}
+IndexRanker::IndexRanker(int bits) : next_rank_(size_t(bits) + 1), selected_(kChunk + 8) {}
 
-void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
-                      int64_t limit, double* ap, double* hits) {
-    const size_t buckets = before_.size(), bins = plan.distinct.size();
-    int64_t Nd = 0, Rd = 0;
+void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit,
+                      double* ap, double* hits) {
+    const size_t buckets = next_rank_.size();
+    // a stable counting sort: the next item of bucket d gets rank next_rank[d] (numpy's stable argsort)
+    int64_t* next_rank = next_rank_.data();
+    int64_t ranked = 0;
     size_t cut = buckets;  // the bucket holding rank `limit`
     for (size_t d = 0; d < buckets; ++d) {
-        before_[d] = Nd;
-        rel_before_[d] = Rd;
-        if (cut == buckets && Nd + n[d] >= limit) cut = d;
-        Nd += n[d];
-        Rd += r[d];
+        next_rank[d] = ranked + 1;
+        if (cut == buckets && ranked + n[d] >= limit) cut = d;
+        ranked += n[d];
     }
     if (cut == buckets) throw std::invalid_argument("rank beyond the database size");
-    const int64_t cut_items = limit - before_[cut];  // items of the cut bucket ranked <= limit
-    std::fill(rel_seen_.begin(), rel_seen_.end(), 0);
-    bin_hits_.assign(bins + 1, 0);  // last bin: past every checkpoint
-    bin_sum_.assign(bins + 1, 0.0);
-    const uint32_t* bin_of_rank = plan.bin_of_rank.data();
-    const double* inverse_rank = plan.inverse_rank.data();
-    std::fill(position_.begin(), position_.end(), 0);
-    // plain local pointers: the visit runs for every item up to the cut, and members behind a captured `this`
-    // would be reloaded after each store
-    int64_t* position = position_.data();
-    int64_t* rel_seen = rel_seen_.data();
-    int64_t* bin_hits = bin_hits_.data();
-    double* bin_sum = bin_sum_.data();
-    const int64_t* before = before_.data();
-    const int64_t* rel_before = rel_before_.data();
-    const int64_t cut_rank = before[cut] + cut_items;  // ranks past it are not needed
-    // only the buckets up to the cut: the other keys are skipped 16 at a time
-    for_each_key_at_most(keys, count, make_key(unsigned(cut), true), [=](size_t i) {
-        const uint16_t key = keys[i];
-        const unsigned d = key_bucket(key);
-        const int64_t rank = before[d] + ++position[d];
-        if (!key_relevant(key) || rank > cut_rank) return;
-        const int64_t relevant_so_far = rel_before[d] + ++rel_seen[d];  // relevant items ranked <= rank
-        const uint32_t bin = bin_of_rank[rank];
-        ++bin_hits[bin];
-        bin_sum[bin] += double(relevant_so_far) * inverse_rank[rank];
-    });
-    // cumulative over bins = relevant items and precision sum up to each distinct checkpoint rank
-    for (size_t j = 1; j < bins; ++j) {
-        bin_hits_[j] += bin_hits_[j - 1];
-        bin_sum_[j] += bin_sum_[j - 1];
+    // relevant_at[rank] for ranks 1..limit; the cut bucket's items past the limit all land in slot limit + 1
+    relevant_at_.assign(size_t(limit) + 2, 0);
+    uint8_t* relevant_at = relevant_at_.data();
+    uint16_t* selected = selected_.data();
+    int64_t placed = 0;  // items ranked <= limit so far: the walk stops once it has them all
+    const uint16_t last_key = make_key(unsigned(cut), true);
+    for (size_t begin = 0; begin < count && placed < limit; begin += kChunk) {
+        // only the keys of buckets up to the cut (a few percent for small k) are visited, without branches
+        const size_t m = select_keys_at_most(keys + begin, std::min(kChunk, count - begin), last_key, selected);
+        for (size_t j = 0; j < m; ++j) {
+            const uint16_t key = selected[j];
+            const int64_t rank = std::min(next_rank[key_bucket(key)]++, limit + 1);
+            relevant_at[rank] = static_cast<uint8_t>(key & 1u);
+            placed += rank <= limit;
+        }
     }
+    // AP@k = (sum over relevant ranks i <= k of hits(i) / i) / hits(k), from one pass over ranks 1..limit
+    const double* inverse_rank = plan.inverse_rank.data();
     const size_t n_ap = plan.ap_ranks.size();
-    size_t j = 0;
-    for (const auto& [k, slot] : plan.checkpoints) {  // ascending, like plan.distinct
+    int64_t rank = 0, found = 0;
+    double precision_sum = 0.0;
+    for (const auto& [k, slot] : plan.checkpoints) {  // ascending ranks
         if (k > limit) break;
-        while (plan.distinct[j] < k) ++j;
+        for (; rank < k; ++rank) {  // branch-free: about every other rank is relevant, unpredictably
+            const int64_t relevant = relevant_at[rank + 1];
+            found += relevant;
+            precision_sum += double(relevant * found) * inverse_rank[rank + 1];
+        }
         if (slot < n_ap)
-            ap[slot] = bin_hits_[j] > 0 ? bin_sum_[j] / double(bin_hits_[j]) : 0.0;
+            ap[slot] = found > 0 ? precision_sum / double(found) : 0.0;
         else
-            hits[slot - n_ap] = double(bin_hits_[j]);
+            hits[slot - n_ap] = double(found);
     }
 }
 

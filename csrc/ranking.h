@@ -21,10 +21,8 @@ struct RankPlan {
     int64_t max_ap_rank = 0, max_rank = 0;
     // both lists merged in ascending rank; slot < ap_ranks.size() is an AP cut-off, else a grid point
     std::vector<std::pair<int64_t, size_t>> checkpoints;
-    // for `index` ties: the distinct checkpoint ranks c_0 < c_1 < ..., bin_of_rank[k] = first j with k <= c_j
-    // (or their count when k is past them all), and 1/k (multiplying by a table beats dividing per item)
-    std::vector<int64_t> distinct;
-    std::vector<uint32_t> bin_of_rank;
+    std::vector<int64_t> distinct;  // the distinct checkpoint ranks, ascending
+    // for `index` ties: 1/k (multiplying by a table beats dividing per rank)
     std::vector<double> inverse_rank;
     RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n_database, bool index_tables);
 };
@@ -37,21 +35,24 @@ std::vector<long double> harmonic_table(size_t n);
 void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties, const RankPlan& plan,
                          const long double* harmonic, double* ap, double* hits);
 
-// `index` ties: a relevant item in bucket d at position p (0-based, among the bucket's items in index order)
-// has rank N_d + p + 1 — numpy's stable argsort. run() walks the items' keys (keys.h) in index order, counting
-// positions, and visits only the items ranked up to `limit`: those of the buckets before the one holding rank
-// `limit` and the first items of that one; the other keys are skipped 16 at a time. It fills AP at every
-// ap_rank (all must be <= limit) and hits at every hit_rank <= limit; hits at larger ranks are left as they are.
+// `index` ties: an item in bucket d at position p (0-based, among the bucket's items in index order) has rank
+// N_d + p + 1 — numpy's stable argsort. run() walks the items' keys (keys.h) in index order and places those
+// ranked up to `limit` (the buckets before the one holding rank `limit`, and the first items of that one; the
+// other keys are skipped 16 at a time), then reads AP and hits off the ranked relevance list in one pass. It
+// fills AP at every ap_rank (all must be <= limit) and hits at every hit_rank <= limit; hits at larger ranks are
+// left as they are.
 class IndexRanker {
 public:
     explicit IndexRanker(int bits);
     // keys: at least the items ranked <= limit, in index order (each bucket's items a prefix of its index order)
-    void run(const uint16_t* keys, size_t count, const int64_t* n, const int64_t* r, const RankPlan& plan,
-             int64_t limit, double* ap, double* hits);
+    void run(const uint16_t* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit, double* ap,
+             double* hits);
 
 private:
-    std::vector<int64_t> before_, rel_before_, rel_seen_, position_, bin_hits_;
-    std::vector<double> bin_sum_;
+    static constexpr size_t kChunk = 4096;  // keys selected at a time
+    std::vector<int64_t> next_rank_;
+    std::vector<uint16_t> selected_;
+    std::vector<uint8_t> relevant_at_;
 };
 
 }  // namespace shc

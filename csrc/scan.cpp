@@ -67,7 +67,7 @@ void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
 }  // namespace
 
 QueryScanner::QueryScanner(const Database& db, bool keep_keys)
-    : db_(db), hamming_(hamming_kernel(db.words)), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
+    : db_(db), hamming_(hamming_kernel(db.words)), fused_(fused_key_kernel(db)), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
       count_(kBatch * kSubHistograms * 2 * buckets_) {
     if (!keep_) {
         block_keys_.resize(kBlock);
@@ -98,8 +98,12 @@ void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels,
             uint16_t* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data();
             if (keep_ && begin % segment_ == 0)
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
-            hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
-            make_keys(db_.labels, query_labels, qi, begin, m, dist, key);
+            if (fused_ != nullptr) {
+                fused_(query_codes, query_labels, qi, db_, begin, m, key);
+            } else {
+                hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
+                make_keys(db_.labels, query_labels, qi, begin, m, dist, key);
+            }
             histogram(key, m, width, hist);
         }
     }

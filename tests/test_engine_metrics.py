@@ -355,6 +355,24 @@ def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
         assert_matches_reference(report, ref)
 
 
+@pytest.mark.parametrize("q", [16, 64, 65])
+@pytest.mark.parametrize("labels", ["ids", 5, 64, 65, 80, 128, 130])
+def test_every_label_width_and_isa_gives_reference_metrics(q, labels, restore_isa):
+    # the scan has fused kernels for 64-bit codes with class ids or 1- and 2-word label bitmaps (<= 128 labels)
+    # and a generic path for the rest; N leaves a tail past the last full vector and the last 1024-item block
+    rng = np.random.default_rng(q * 1000 + (0 if labels == "ids" else labels))
+    qb, db = rng.random((4, q)) < 0.5, rng.random((1061, q)) < 0.5
+    if labels == "ids":
+        ql, dl = rng.integers(0, 7, 4), rng.integers(0, 7, 1061)
+    else:  # labels spread over every word of the bitmaps, the last bit included
+        ql, dl = rng.random((4, labels)) < 3 / labels, rng.random((1061, labels)) < 3 / labels
+        dl[::7, labels - 1] = ql[:, labels - 1] = True
+    ref = ref_report(qb, db, ql, dl, [10, 300, "all"], "index", 2, [1, 500, 1061])
+    for isa in _isas():
+        _engine.set_isa(isa)
+        assert_matches_reference(evaluate(qb, db, ql, dl, topk=[10, 300, "all"], pr_ranks=[1, 500, 1061]), ref)
+
+
 @pytest.mark.parametrize("q, N", [(12, 2600), (1000, 20000)])
 def test_index_hits_past_the_ap_cutoff_every_isa(q, N, restore_isa):
     # finite AP cut-offs: AP comes from the walk over the first buckets' keys, and every PR-grid rank past the

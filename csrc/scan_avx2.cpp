@@ -1,0 +1,117 @@
+// Fused AVX2 key kernels for 64-bit codes: distance, relevance and key of 16 database items per step, without the
+// intermediate distance array of the generic path (Hamming kernel, then make_keys). Keys are built in 16-bit
+// lanes as (distance << 1) + relevant, the doubled distance read straight off a doubled popcount table.
+#include "scan.h"
+#include "popcount_avx2.h"
+
+namespace shc {
+
+#if defined(__x86_64__) || defined(__i386__)
+
+namespace {
+
+SHC_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Sixteen 16-bit lanes from four vectors of four 64-bit lanes (a, b, c, d: items 0-3, 4-7, 8-11, 12-15), each lane
+// holding a value in [0, 2^15) or a 0 / -1 mask: two signed packs halve the width twice, one permute restores order.
+SHC_AVX2 inline __m256i pack16(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi32(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// distance << 1 of 4 items, one per 64-bit lane
+SHC_AVX2 inline __m256i doubled_distances4(__m256i query, const uint64_t* codes) {
+    return popcount_lanes<2>(_mm256_xor_si256(query, load(codes)));
+}
+
+// distance << 1 of 16 items, as 16-bit lanes in item order
+SHC_AVX2 inline __m256i doubled_distances16(__m256i query, const uint64_t* codes) {
+    return pack16(doubled_distances4(query, codes), doubled_distances4(query, codes + 4),
+                  doubled_distances4(query, codes + 8), doubled_distances4(query, codes + 12));
+}
+
+// -1 per 64-bit lane where items 0..3 of `rows` share no label with the query; two-word rows come out in item
+// order 0, 2, 1, 3
+template <size_t words>
+SHC_AVX2 inline __m256i unrelated4(const uint64_t* rows, __m256i query_bitmap) {
+    const __m256i zero = _mm256_setzero_si256();
+    if constexpr (words == 1) {
+        return _mm256_cmpeq_epi64(_mm256_and_si256(load(rows), query_bitmap), zero);
+    } else {
+        const __m256i a = _mm256_and_si256(load(rows), query_bitmap);      // items 0, 1: two words each
+        const __m256i b = _mm256_and_si256(load(rows + 4), query_bitmap);  // items 2, 3
+        return _mm256_cmpeq_epi64(_mm256_or_si256(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b)), zero);
+    }
+}
+
+inline uint16_t scalar_key(uint64_t query, uint64_t code, bool relevant) {
+    return make_key(unsigned(__builtin_popcountll(query ^ code)), relevant);
+}
+
+// relevant = same class id
+SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
+                       size_t begin, size_t count, uint16_t* keys) {
+    const uint64_t q = query_codes[qi];
+    const int32_t qid = query_labels.ids[qi];
+    const uint64_t* codes = db.codes + begin;
+    const int32_t* ids = db.labels.ids + begin;
+    const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q)), qidv = _mm256_set1_epi32(qid);
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        // -1 where relevant; the pack interleaves 128-bit halves (items 0-3, 8-11 | 4-7, 12-15), vpermq undoes it
+        const __m256i rel = _mm256_permute4x64_epi64(
+            _mm256_packs_epi32(_mm256_cmpeq_epi32(load(ids + i), qidv), _mm256_cmpeq_epi32(load(ids + i + 8), qidv)),
+            _MM_SHUFFLE(3, 1, 2, 0));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i),
+                            _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
+    }
+    for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], ids[i] == qid);
+}
+
+// relevant = the label bitmaps (words = 1 or 2) share a bit
+template <size_t words>
+SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
+                           size_t begin, size_t count, uint16_t* keys) {
+    const uint64_t q = query_codes[qi];
+    const uint64_t* qb = query_labels.bitmaps + qi * words;
+    const uint64_t* codes = db.codes + begin;
+    const uint64_t* rows = db.labels.bitmaps + begin * words;
+    const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q));
+    const __m256i qbv = words == 1 ? _mm256_set1_epi64x(static_cast<long long>(qb[0]))
+                                   : _mm256_setr_epi64x(qb[0], qb[words - 1], qb[0], qb[words - 1]);
+    // two-word rows: swap the middle two of every four 16-bit lanes back into item order
+    const __m256i reorder = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,  //
+                                             0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    const __m256i one = _mm256_set1_epi16(1);
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        const uint64_t* r = rows + i * words;
+        __m256i z = pack16(unrelated4<words>(r, qbv), unrelated4<words>(r + 4 * words, qbv),
+                           unrelated4<words>(r + 8 * words, qbv), unrelated4<words>(r + 12 * words, qbv));
+        if constexpr (words == 2) z = _mm256_shuffle_epi8(z, reorder);
+        const __m256i key = _mm256_add_epi16(_mm256_add_epi16(doubled_distances16(qv, codes + i), one), z);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i), key);
+    }
+    for (; i < count; ++i) {
+        uint64_t shared = 0;
+        for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
+        keys[i] = scalar_key(q, codes[i], shared != 0);
+    }
+}
+
+}  // namespace
+
+KeyKernel fused_key_kernel(const Database& db) {
+    if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.words != 1) return nullptr;
+    if (db.labels.ids != nullptr) return keys_ids;
+    if (db.labels.bitmaps == nullptr) return nullptr;
+    if (db.labels.words == 1) return keys_bitmaps<1>;
+    if (db.labels.words == 2) return keys_bitmaps<2>;
+    return nullptr;
+}
+
+#else
+KeyKernel fused_key_kernel(const Database&) { return nullptr; }
+#endif
+
+}  // namespace shc
