@@ -82,7 +82,7 @@ Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, Ma
 }
 
 // `index` ties: hits at the hit ranks past the largest AP cut-off — relevant items before the cut bucket d plus
-// relevant_in_prefix(d, m), the relevant ones among its first m items.
+// relevant_in_prefix(d, m, n_d), the relevant ones among its first m items.
 template <class RelevantInPrefix>
 void hits_past_walk(const int64_t* n, const int64_t* r, const RankPlan& plan,
                     RelevantInPrefix relevant_in_prefix, double* hits) {
@@ -96,7 +96,7 @@ void hits_past_walk(const int64_t* n, const int64_t* r, const RankPlan& plan,
             Rd += r[d];
             ++d;
         }
-        hits[slot - n_ap] = double(Rd + relevant_in_prefix(unsigned(d), k - Nd));
+        hits[slot - n_ap] = double(Rd + relevant_in_prefix(unsigned(d), k - Nd, n[d]));
     }
 }
 
@@ -132,8 +132,8 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
                         // AP (and hits up to the largest AP cut-off) from a walk over the first buckets'
                         // keys; hits at larger ranks from the scanner's marks and one segment of keys
                         ranker.run(scanner.keys(j), db.n, nj, plan, plan.max_ap_rank, apj, hitsj);
-                        hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m) {
-                            return scanner.relevant_in_prefix(j, d, m);
+                        hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m, int64_t n_d) {
+                            return scanner.relevant_in_prefix(j, d, m, n_d);
                         }, hitsj);
                     } else {
                         bucket_rank_metrics(nj, rj, db.bits, ties, plan, harmonic.data(), apj, hitsj);

@@ -167,14 +167,23 @@ void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, cons
     const double* inverse_rank = plan.inverse_rank.data();
     const size_t n_ap = plan.ap_ranks.size();
     int64_t rank = 0, found = 0;
-    double precision_sum = 0.0;
+    double sum_even = 0.0, sum_odd = 0.0;  // two partial sums: half the floating-point add chain
     for (const auto& [k, slot] : plan.checkpoints) {  // ascending ranks
         if (k > limit) break;
-        for (; rank < k; ++rank) {  // branch-free: about every other rank is relevant, unpredictably
-            const int64_t relevant = relevant_at[rank + 1];
-            found += relevant;
-            precision_sum += double(relevant * found) * inverse_rank[rank + 1];
+        // branch-free: about every other rank is relevant, unpredictably
+        for (; rank + 2 <= k; rank += 2) {
+            const int64_t first = relevant_at[rank + 1], second = relevant_at[rank + 2];
+            const int64_t found_first = found + first;
+            found = found_first + second;
+            sum_odd += double(first * found_first) * inverse_rank[rank + 1];
+            sum_even += double(second * found) * inverse_rank[rank + 2];
         }
+        if (rank < k) {
+            const int64_t relevant = relevant_at[++rank];
+            found += relevant;
+            sum_odd += double(relevant * found) * inverse_rank[rank];
+        }
+        const double precision_sum = sum_odd + sum_even;
         if (slot < n_ap)
             ap[slot] = found > 0 ? precision_sum / double(found) : 0.0;
         else

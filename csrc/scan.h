@@ -49,8 +49,9 @@ public:
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
     const uint16_t* keys(size_t j) const { return keys_.data() + j * db_.n; }
-    // relevant items among the first m items (1 <= m <= n_d) of bucket d in index order, query j of the batch
-    int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m) const;
+    // relevant items among the first m items (1 <= m <= n_d, bucket d's size) of bucket d in index order, query j
+    // of the batch
+    int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const;
 
 private:
     const Database& db_;
