@@ -13,7 +13,6 @@ namespace {
 #endif
 
 constexpr size_t kBlock = 1024;  // database items per block: distances stay in L1 between the two steps
-constexpr size_t kSubHistograms = 4;  // interleaved: equal neighbouring keys do not chain their increments
 
 // key[i] = distance[i] << 1 | (database item begin + i relevant to the query). Plain loops over restrict
 // pointers, so the compiler vectorises them; the AVX2 clone (chosen at load time) has the 64-bit compares SSE2 lacks.
@@ -44,22 +43,6 @@ SHC_VECTOR_CLONES void make_keys(const Labels& db, const Labels& query, size_t q
     }
 }
 
-// count[s * width + key] += 1 for item i with s = i % 4
-void histogram(const uint16_t* __restrict key, size_t count, size_t width, uint32_t* __restrict hist) {
-    uint32_t* h0 = hist;
-    uint32_t* h1 = hist + width;
-    uint32_t* h2 = hist + 2 * width;
-    uint32_t* h3 = hist + 3 * width;
-    size_t i = 0;
-    for (; i + 4 <= count; i += 4) {
-        ++h0[key[i]];
-        ++h1[key[i + 1]];
-        ++h2[key[i + 2]];
-        ++h3[key[i + 3]];
-    }
-    for (; i < count; ++i) ++h0[key[i]];
-}
-
 void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
     for (size_t x = 0; x < width; ++x) out[x] = hist[x] + hist[width + x] + hist[2 * width + x] + hist[3 * width + x];
 }
@@ -70,7 +53,7 @@ QueryScanner::QueryScanner(const Database& db, bool keep_keys)
     : db_(db), hamming_(hamming_kernel(db.words)), fused_(fused_key_kernel(db)), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
       count_(kBatch * kSubHistograms * 2 * buckets_) {
     if (!keep_) {
-        block_keys_.resize(kBlock);
+        block_keys_.resize(2 * kBlock);  // two queries' keys: the current one's and the pending ones
         return;
     }
     keys_.resize(kBatch * db.n);
@@ -92,20 +75,24 @@ void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels,
     alignas(64) uint16_t dist[kBlock];
     for (size_t begin = 0; begin < db_.n; begin += kBlock) {
         const size_t m = std::min(kBlock, db_.n - begin);
+        PendingKeys pending;
+        pending.width = width;
         for (size_t j = 0; j < count; ++j) {
             const size_t qi = first + j;
             uint32_t* hist = count_.data() + j * kSubHistograms * width;
-            uint16_t* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data();
-            if (keep_ && begin % segment_ == 0)
+            uint16_t* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (j % 2) * kBlock;
+            if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
             if (fused_ != nullptr) {
-                fused_(query_codes, query_labels, qi, db_, begin, m, key);
+                fused_(query_codes, query_labels, qi, db_, begin, m, key, pending);
+                pending = PendingKeys{key, m, hist, width};
             } else {
                 hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
                 make_keys(db_.labels, query_labels, qi, begin, m, dist, key);
+                count_keys(key, 0, m, hist, width);
             }
-            histogram(key, m, width, hist);
         }
+        count_keys(pending.keys, 0, pending.count, pending.hist, width);  // the batch's last query
     }
     std::vector<uint32_t> total(width);
     for (size_t j = 0; j < count; ++j) {

@@ -44,13 +44,23 @@ SHC_AVX2 inline __m256i unrelated4(const uint64_t* rows, __m256i query_bitmap) {
     }
 }
 
+// the pending keys [i, i + 16), if there are that many, then after the loop the rest
+inline void count_pending16(const PendingKeys& pending, size_t i) {
+    if (i + 16 <= pending.count) count_keys(pending.keys, i, i + 16, pending.hist, pending.width);
+}
+
+inline void count_pending_rest(const PendingKeys& pending, size_t done) {
+    if (done < pending.count) count_keys(pending.keys, done, pending.count, pending.hist, pending.width);
+}
+
 inline uint16_t scalar_key(uint64_t query, uint64_t code, bool relevant) {
     return make_key(unsigned(__builtin_popcountll(query ^ code)), relevant);
 }
 
 // relevant = same class id
 SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                       size_t begin, size_t count, uint16_t* keys) {
+                       size_t begin, size_t count, uint16_t* keys,
+                       const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
     const int32_t qid = query_labels.ids[qi];
     const uint64_t* codes = db.codes + begin;
@@ -64,14 +74,17 @@ SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, 
             _MM_SHUFFLE(3, 1, 2, 0));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i),
                             _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
+        count_pending16(pending, i);
     }
+    count_pending_rest(pending, i & ~size_t(15));
     for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], ids[i] == qid);
 }
 
 // relevant = the label bitmaps (words = 1 or 2) share a bit
 template <size_t words>
 SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                           size_t begin, size_t count, uint16_t* keys) {
+                           size_t begin, size_t count, uint16_t* keys,
+                       const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
     const uint64_t* qb = query_labels.bitmaps + qi * words;
     const uint64_t* codes = db.codes + begin;
@@ -91,7 +104,9 @@ SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labe
         if constexpr (words == 2) z = _mm256_shuffle_epi8(z, reorder);
         const __m256i key = _mm256_add_epi16(_mm256_add_epi16(doubled_distances16(qv, codes + i), one), z);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i), key);
+        count_pending16(pending, i);
     }
+    count_pending_rest(pending, i & ~size_t(15));
     for (; i < count; ++i) {
         uint64_t shared = 0;
         for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
