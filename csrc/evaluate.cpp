@@ -100,6 +100,13 @@ void hits_past_walk(const int64_t* n, const int64_t* r, const RankPlan& plan,
     }
 }
 
+// f(Key{}) for the key width the database's code length allows (keys.h): bytes up to q = 127
+template <class F>
+auto with_key_type(const Database& db, F&& f) {
+    if (db.bits <= kMaxByteKeyBits) return f(uint8_t{});
+    return f(uint16_t{});
+}
+
 }  // namespace
 
 int resolve_threads(int threads) {
@@ -115,11 +122,13 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
     std::vector<long double> harmonic;
     if (ties != Ties::Index) harmonic = harmonic_table(db.n);
     const size_t buckets = size_t(db.bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
+    return with_key_type(db, [&](auto key_type) {
+    using Scanner = QueryScanner<decltype(key_type)>;
     auto make_worker = [&]() {
-        return [&, scanner = QueryScanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
+        return [&, scanner = Scanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
                    size_t first, size_t count, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
-            for (size_t b = 0; b < count; b += QueryScanner::kBatch) {
-                const size_t batch = std::min(QueryScanner::kBatch, count - b);
+            for (size_t b = 0; b < count; b += Scanner::kBatch) {
+                const size_t batch = std::min(Scanner::kBatch, count - b);
                 int64_t* nb = n + b * buckets;
                 int64_t* rb = r + b * buckets;
                 scanner.scan(queries.codes, queries.labels, first + b, batch, nb, rb);
@@ -143,6 +152,7 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
         };
     };
     return reduce_queries(queries.n, db.bits, plan, threads, make_worker);
+    });
 }
 
 Summary reduce_buckets(const int64_t* n_all, const int64_t* r_all, size_t Q, int bits, int64_t N, Ties ties,
@@ -181,17 +191,20 @@ void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, i
 }
 
 void buckets(const QuerySet& queries, const Database& db, int threads, int64_t* n, int64_t* r) {
-    const size_t width = static_cast<size_t>(db.bits) + 1, batch = QueryScanner::kBatch;
-    const size_t batches = (queries.n + batch - 1) / batch;
+    with_key_type(db, [&](auto key_type) {
+        using Scanner = QueryScanner<decltype(key_type)>;
+        const size_t width = static_cast<size_t>(db.bits) + 1, batch = Scanner::kBatch;
+        const size_t batches = (queries.n + batch - 1) / batch;
 #pragma omp parallel num_threads(resolve_threads(threads))
-    {
-        QueryScanner scanner(db);
+        {
+            Scanner scanner(db);
 #pragma omp for schedule(dynamic, 2)
-        for (long long b = 0; b < static_cast<long long>(batches); ++b) {
-            const size_t first = size_t(b) * batch, count = std::min(batch, queries.n - first);
-            scanner.scan(queries.codes, queries.labels, first, count, n + first * width, r + first * width);
+            for (long long b = 0; b < static_cast<long long>(batches); ++b) {
+                const size_t first = size_t(b) * batch, count = std::min(batch, queries.n - first);
+                scanner.scan(queries.codes, queries.labels, first, count, n + first * width, r + first * width);
+            }
         }
-    }
+    });
 }
 
 void search(const QuerySet& queries, const Database& db, size_t k, int threads, int64_t* indices, int32_t* distances) {

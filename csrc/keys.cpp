@@ -6,7 +6,8 @@ namespace shc {
 
 namespace {
 
-size_t select_scalar(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
+template <class Key>
+size_t select_scalar(const Key* keys, size_t count, Key limit, Key* out) {
     size_t m = 0;
     for (size_t i = 0; i < count; ++i) {
         out[m] = keys[i];
@@ -15,7 +16,8 @@ size_t select_scalar(const uint16_t* keys, size_t count, uint16_t limit, uint16_
     return m;
 }
 
-int64_t finish_one_by_one(const uint16_t* keys, size_t i, unsigned d, int64_t m, int64_t seen, int64_t relevant) {
+template <class Key>
+int64_t finish_one_by_one(const Key* keys, size_t i, unsigned d, int64_t m, int64_t seen, int64_t relevant) {
     for (; seen < m; ++i) {
         if (key_bucket(keys[i]) != d) continue;
         ++seen;
@@ -25,78 +27,135 @@ int64_t finish_one_by_one(const uint16_t* keys, size_t i, unsigned d, int64_t m,
 }
 
 #ifdef SHC_KEYS_X86
-// LEFT_PACK[mask]: the vpshufb control moving the 16-bit lanes set in an 8-bit mask to the front, in order
-const std::array<std::array<uint8_t, 16>, 256> LEFT_PACK = [] {
-    std::array<std::array<uint8_t, 16>, 256> table{};
+#define SHC_KEYS_AVX2 __attribute__((target("avx2,popcnt")))
+
+// LEFT_PACK<w>[mask]: the vpshufb control moving the w-byte lanes set in an 8-bit mask to the front, in order
+// (the rest zeroed)
+template <size_t w>
+const std::array<std::array<uint8_t, 8 * w>, 256> LEFT_PACK = [] {
+    std::array<std::array<uint8_t, 8 * w>, 256> table{};
     for (unsigned mask = 0; mask < 256; ++mask) {
         unsigned slot = 0;
         for (unsigned lane = 0; lane < 8; ++lane) {
             if (!(mask >> lane & 1u)) continue;
-            table[mask][2 * slot] = uint8_t(2 * lane);
-            table[mask][2 * slot + 1] = uint8_t(2 * lane + 1);
+            for (size_t b = 0; b < w; ++b) table[mask][w * slot + b] = uint8_t(w * lane + b);
             ++slot;
         }
-        for (; slot < 8; ++slot) table[mask][2 * slot] = table[mask][2 * slot + 1] = 0x80;  // zero the rest
+        for (size_t b = w * slot; b < 8 * w; ++b) table[mask][b] = 0x80;
     }
     return table;
 }();
 
-__attribute__((target("avx2,popcnt"))) inline size_t pack8(__m128i x, unsigned mask, uint16_t* out) {
-    const __m128i control = _mm_loadu_si128(reinterpret_cast<const __m128i*>(LEFT_PACK[mask].data()));
+// the lanes of x (eight keys in its low 8 w bytes) set in the 8-bit mask, stored at out (the store address does
+// not wait on the previous group's count: callers compute every group's offset from one popcount each)
+SHC_KEYS_AVX2 inline void pack8(__m128i x, unsigned mask, uint16_t* out) {
+    const __m128i control = _mm_loadu_si128(reinterpret_cast<const __m128i*>(LEFT_PACK<2>[mask].data()));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(x, control));
-    return size_t(__builtin_popcount(mask));
 }
 
-__attribute__((target("avx2,popcnt"))) size_t select_avx2(const uint16_t* keys, size_t count, uint16_t limit,
-                                                           uint16_t* out) {
+SHC_KEYS_AVX2 inline void pack8(__m128i x, unsigned mask, uint8_t* out) {
+    const __m128i control = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(LEFT_PACK<1>[mask].data()));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(x, control));
+}
+
+// 16 two-byte keys at a time; key <= limit (unsigned) as one mask bit per key: min(key, limit) == key, the
+// 16-bit lanes saturated to bytes
+SHC_KEYS_AVX2 size_t select_avx2(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
     const __m256i lim = _mm256_set1_epi16(static_cast<short>(limit));
     size_t i = 0, m = 0;
     for (; i + 16 <= count; i += 16) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        // key <= limit (unsigned) as one mask bit per key: min(key, limit) == key, 16-bit lanes saturated to bytes
         const __m256i le = _mm256_cmpeq_epi16(_mm256_min_epu16(x, lim), x);
         const unsigned mask = unsigned(_mm_movemask_epi8(_mm_packs_epi16(_mm256_castsi256_si128(le),
                                                                          _mm256_extracti128_si256(le, 1))));
-        m += pack8(_mm256_castsi256_si128(x), mask & 0xffu, out + m);
-        m += pack8(_mm256_extracti128_si256(x, 1), mask >> 8, out + m);
+        pack8(_mm256_castsi256_si128(x), mask & 0xffu, out + m);
+        pack8(_mm256_extracti128_si256(x, 1), mask >> 8, out + m + __builtin_popcount(mask & 0xffu));
+        m += __builtin_popcount(mask);
     }
     return m + select_scalar(keys + i, count - i, limit, out + m);
 }
 
-// 16 keys at a time: items of bucket d are the keys <= 2d + 1 minus those <= 2d - 1
-__attribute__((target("avx2,popcnt"))) int64_t prefix_avx2(const uint16_t* keys, size_t begin, size_t count,
-                                                             unsigned d, int64_t m, int64_t seen, int64_t relevant) {
-    const __m256i bucket = _mm256_set1_epi16(static_cast<short>(make_key(d, false)));
-    const __m256i relevant_key = _mm256_set1_epi16(static_cast<short>(make_key(d, true)));
-    size_t i = begin;
-    for (; i + 16 <= count; i += 16) {
+// 32 one-byte keys at a time
+SHC_KEYS_AVX2 size_t select_avx2(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out) {
+    const __m256i lim = _mm256_set1_epi8(static_cast<char>(limit));
+    size_t i = 0, m = 0;
+    for (; i + 32 <= count; i += 32) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        const __m256i in = _mm256_or_si256(_mm256_cmpeq_epi16(x, bucket), _mm256_cmpeq_epi16(x, relevant_key));
-        const int64_t c = __builtin_popcount(static_cast<uint32_t>(_mm256_movemask_epi8(in))) / 2;
-        if (seen + c >= m) break;  // the m-th item is among these 16
+        const uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, lim), x)));
+        const __m128i lo = _mm256_castsi256_si128(x), hi = _mm256_extracti128_si256(x, 1);
+        pack8(lo, mask & 0xffu, out + m);
+        pack8(_mm_srli_si128(lo, 8), (mask >> 8) & 0xffu, out + m + __builtin_popcount(mask & 0xffu));
+        pack8(hi, (mask >> 16) & 0xffu, out + m + __builtin_popcount(mask & 0xffffu));
+        pack8(_mm_srli_si128(hi, 8), mask >> 24, out + m + __builtin_popcount(mask & 0xffffffu));
+        m += __builtin_popcount(mask);
+    }
+    return m + select_scalar(keys + i, count - i, limit, out + m);
+}
+
+// one mask bit per key equal to a (16-bit keys: movemask gives two bits per key; keep the even ones)
+SHC_KEYS_AVX2 inline uint32_t equal_keys(const uint16_t* keys, __m256i a) {
+    const __m256i eq = _mm256_cmpeq_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys)), a);
+    return uint32_t(_mm256_movemask_epi8(eq)) & 0x55555555u;
+}
+SHC_KEYS_AVX2 inline uint32_t equal_keys(const uint8_t* keys, __m256i a) {
+    return uint32_t(_mm256_movemask_epi8(
+        _mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys)), a)));
+}
+SHC_KEYS_AVX2 inline __m256i broadcast(uint16_t key) { return _mm256_set1_epi16(static_cast<short>(key)); }
+SHC_KEYS_AVX2 inline __m256i broadcast(uint8_t key) { return _mm256_set1_epi8(static_cast<char>(key)); }
+
+// one vector of keys (32 bytes) at a time: the items of bucket d are keys 2d and 2d + 1
+template <class Key>
+SHC_KEYS_AVX2 int64_t prefix_avx2(const Key* keys, size_t begin, size_t count, unsigned d, int64_t m, int64_t seen,
+                                  int64_t relevant) {
+    constexpr size_t step = 32 / sizeof(Key);
+    const __m256i other = broadcast(make_key<Key>(d, false)), hit = broadcast(make_key<Key>(d, true));
+    size_t i = begin;
+    for (; i + step <= count; i += step) {
+        const uint32_t relevant_mask = equal_keys(keys + i, hit);
+        const int64_t c = __builtin_popcount(equal_keys(keys + i, other) | relevant_mask);
+        if (seen + c >= m) break;  // the m-th item is among these
         seen += c;
-        relevant += __builtin_popcount(static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi16(x, relevant_key)))) / 2;
+        relevant += __builtin_popcount(relevant_mask);
     }
     return finish_one_by_one(keys, i, d, m, seen, relevant);
 }
 #endif
 
-}  // namespace
-
-size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
+template <class Key>
+size_t select_any(const Key* keys, size_t count, Key limit, Key* out) {
 #ifdef SHC_KEYS_X86
     if (keys_use_avx2()) return select_avx2(keys, count, limit, out);
 #endif
     return select_scalar(keys, count, limit, out);
 }
 
-int64_t relevant_in_bucket_prefix(const uint16_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
-                                  int64_t seen, int64_t relevant) {
+template <class Key>
+int64_t prefix_any(const Key* keys, size_t begin, size_t count, unsigned d, int64_t m, int64_t seen,
+                   int64_t relevant) {
 #ifdef SHC_KEYS_X86
     if (keys_use_avx2()) return prefix_avx2(keys, begin, count, d, m, seen, relevant);
 #endif
     (void)count;
     return finish_one_by_one(keys, begin, d, m, seen, relevant);
+}
+
+}  // namespace
+
+size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out) {
+    return select_any(keys, count, limit, out);
+}
+size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
+    return select_any(keys, count, limit, out);
+}
+
+int64_t relevant_in_bucket_prefix(const uint8_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
+                                  int64_t seen, int64_t relevant) {
+    return prefix_any(keys, begin, count, d, m, seen, relevant);
+}
+int64_t relevant_in_bucket_prefix(const uint16_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
+                                  int64_t seen, int64_t relevant) {
+    return prefix_any(keys, begin, count, d, m, seen, relevant);
 }
 
 }  // namespace shc

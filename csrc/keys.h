@@ -17,19 +17,27 @@
 
 namespace shc {
 
-inline uint16_t make_key(unsigned distance, bool relevant) { return static_cast<uint16_t>(distance << 1 | relevant); }
-inline unsigned key_bucket(uint16_t key) { return key >> 1u; }
-inline bool key_relevant(uint16_t key) { return key & 1u; }
+// Keys are bytes when every key fits one (q <= kMaxByteKeyBits: 2q + 1 <= 255), else uint16_t: half the
+// memory traffic and twice the keys per vector for the usual code lengths.
+constexpr int kMaxByteKeyBits = 127;
+
+template <class Key>
+inline Key make_key(unsigned distance, bool relevant) { return static_cast<Key>(distance << 1 | relevant); }
+inline unsigned key_bucket(unsigned key) { return key >> 1u; }
+inline bool key_relevant(unsigned key) { return key & 1u; }
 
 inline bool keys_use_avx2() { return static_cast<int>(active_isa()) >= static_cast<int>(Isa::Avx2); }
 
 // Copies the keys <= limit of keys[0..count) to out, in order, and returns how many there are. out must have room
-// for count + 8 keys (the vector path stores 8 at a time). Branch-free: the walks that use it select a few
+// for count + 8 keys (the vector paths store 8 at a time). Branch-free: the walks that use it select a few
 // percent of the keys, scattered, where a branch per selected key would mispredict almost every time.
+size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out);
 size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out);
 
 // Walking keys[begin..] in index order, from `seen` items of bucket d of which `relevant` are relevant, up to
 // the m-th item of bucket d (which must exist): returns the relevant items among those m.
+int64_t relevant_in_bucket_prefix(const uint8_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
+                                  int64_t seen, int64_t relevant);
 int64_t relevant_in_bucket_prefix(const uint16_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
                                   int64_t seen, int64_t relevant);
 

@@ -134,7 +134,8 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
 
 IndexRanker::IndexRanker(int bits) : next_rank_(size_t(bits) + 1), selected_(kChunk + 8) {}
 
-void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit,
+template <class Key>
+void IndexRanker::run(const Key* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit,
                       double* ap, double* hits) {
     const size_t buckets = next_rank_.size();
     // a stable counting sort: the next item of bucket d gets rank next_rank[d] (numpy's stable argsort)
@@ -150,14 +151,14 @@ void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, cons
     // relevant_at[rank] for ranks 1..limit; the cut bucket's items past the limit all land in slot limit + 1
     relevant_at_.assign(size_t(limit) + 2, 0);
     uint8_t* relevant_at = relevant_at_.data();
-    uint16_t* selected = selected_.data();
+    Key* selected = reinterpret_cast<Key*>(selected_.data());
     int64_t placed = 0;  // items ranked <= limit so far: the walk stops once it has them all
-    const uint16_t last_key = make_key(unsigned(cut), true);
+    const Key last_key = make_key<Key>(unsigned(cut), true);
     for (size_t begin = 0; begin < count && placed < limit; begin += kChunk) {
         // only the keys of buckets up to the cut (a few percent for small k) are visited, without branches
         const size_t m = select_keys_at_most(keys + begin, std::min(kChunk, count - begin), last_key, selected);
         for (size_t j = 0; j < m; ++j) {
-            const uint16_t key = selected[j];
+            const unsigned key = selected[j];
             const int64_t rank = std::min(next_rank[key_bucket(key)]++, limit + 1);
             relevant_at[rank] = static_cast<uint8_t>(key & 1u);
             placed += rank <= limit;
@@ -190,5 +191,8 @@ void IndexRanker::run(const uint16_t* keys, size_t count, const int64_t* n, cons
             hits[slot - n_ap] = double(found);
     }
 }
+
+template void IndexRanker::run(const uint8_t*, size_t, const int64_t*, const RankPlan&, int64_t, double*, double*);
+template void IndexRanker::run(const uint16_t*, size_t, const int64_t*, const RankPlan&, int64_t, double*, double*);
 
 }  // namespace shc

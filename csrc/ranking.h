@@ -45,13 +45,14 @@ class IndexRanker {
 public:
     explicit IndexRanker(int bits);
     // keys: at least the items ranked <= limit, in index order (each bucket's items a prefix of its index order)
-    void run(const uint16_t* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit, double* ap,
+    template <class Key>  // uint8_t or uint16_t (keys.h)
+    void run(const Key* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit, double* ap,
              double* hits);
 
 private:
     static constexpr size_t kChunk = 4096;  // keys selected at a time
     std::vector<int64_t> next_rank_;
-    std::vector<uint16_t> selected_;
+    std::vector<uint16_t> selected_;  // kChunk + 8 keys of either width
     std::vector<uint8_t> relevant_at_;
 };
 

@@ -1,6 +1,7 @@
 #include "scan.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace shc {
 
@@ -16,12 +17,13 @@ constexpr size_t kBlock = 1024;  // database items per block: distances stay in 
 
 // key[i] = distance[i] << 1 | (database item begin + i relevant to the query). Plain loops over restrict
 // pointers, so the compiler vectorises them; the AVX2 clone (chosen at load time) has the 64-bit compares SSE2 lacks.
+template <class Key>
 SHC_VECTOR_CLONES void make_keys(const Labels& db, const Labels& query, size_t query_index, size_t begin, size_t count,
-                                 const uint16_t* __restrict dist, uint16_t* __restrict key) {
+                                 const uint16_t* __restrict dist, Key* __restrict key) {
     if (db.ids != nullptr) {
         const int32_t qid = query.ids[query_index];
         const int32_t* __restrict ids = db.ids + begin;
-        for (size_t i = 0; i < count; ++i) key[i] = static_cast<uint16_t>(dist[i] << 1 | (ids[i] == qid));
+        for (size_t i = 0; i < count; ++i) key[i] = static_cast<Key>(dist[i] << 1 | (ids[i] == qid));
         return;
     }
     const size_t words = db.words;
@@ -29,16 +31,16 @@ SHC_VECTOR_CLONES void make_keys(const Labels& db, const Labels& query, size_t q
     const uint64_t* __restrict rows = db.bitmaps + begin * words;
     if (words == 1) {
         const uint64_t q0 = qb[0];
-        for (size_t i = 0; i < count; ++i) key[i] = static_cast<uint16_t>(dist[i] << 1 | ((rows[i] & q0) != 0));
+        for (size_t i = 0; i < count; ++i) key[i] = static_cast<Key>(dist[i] << 1 | ((rows[i] & q0) != 0));
     } else if (words == 2) {
         const uint64_t q0 = qb[0], q1 = qb[1];
         for (size_t i = 0; i < count; ++i)
-            key[i] = static_cast<uint16_t>(dist[i] << 1 | (((rows[2 * i] & q0) | (rows[2 * i + 1] & q1)) != 0));
+            key[i] = static_cast<Key>(dist[i] << 1 | (((rows[2 * i] & q0) | (rows[2 * i + 1] & q1)) != 0));
     } else {
         for (size_t i = 0; i < count; ++i) {
             uint64_t shared = 0;
             for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
-            key[i] = static_cast<uint16_t>(dist[i] << 1 | (shared != 0));
+            key[i] = static_cast<Key>(dist[i] << 1 | (shared != 0));
         }
     }
 }
@@ -49,9 +51,11 @@ void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
 
 }  // namespace
 
-QueryScanner::QueryScanner(const Database& db, bool keep_keys)
-    : db_(db), hamming_(hamming_kernel(db.words)), fused_(fused_key_kernel(db)), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
+template <class Key>
+QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
+    : db_(db), hamming_(hamming_kernel(db.words)), fused_(nullptr), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
       count_(kBatch * kSubHistograms * 2 * buckets_) {
+    if constexpr (std::is_same_v<Key, uint8_t>) fused_ = fused_key_kernel(db);
     if (!keep_) {
         block_keys_.resize(2 * kBlock);  // two queries' keys: the current one's and the pending ones
         return;
@@ -61,14 +65,15 @@ QueryScanner::QueryScanner(const Database& db, bool keep_keys)
     // as much memory as the keys
     const size_t blocks = (db.n + kBlock - 1) / kBlock;
     const size_t mark_bytes = 2 * buckets_ * sizeof(uint32_t);
-    const size_t budget = std::max<size_t>(db.n * sizeof(uint16_t), 1 << 16);
+    const size_t budget = std::max<size_t>(db.n * sizeof(Key), 1 << 16);
     const size_t blocks_per_segment = std::max<size_t>(1, (blocks * mark_bytes + budget - 1) / budget);
     segment_ = blocks_per_segment * kBlock;
     segments_ = (db.n + segment_ - 1) / segment_;
     marks_.resize(kBatch * segments_ * 2 * buckets_);
 }
 
-void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count,
+template <class Key>
+void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count,
                         int64_t* n, int64_t* r) {
     std::fill(count_.begin(), count_.end(), 0u);
     const size_t width = 2 * buckets_;
@@ -80,13 +85,17 @@ void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels,
         for (size_t j = 0; j < count; ++j) {
             const size_t qi = first + j;
             uint32_t* hist = count_.data() + j * kSubHistograms * width;
-            uint16_t* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (j % 2) * kBlock;
+            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (j % 2) * kBlock;
             if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
-            if (fused_ != nullptr) {
-                fused_(query_codes, query_labels, qi, db_, begin, m, key, pending);
-                pending = PendingKeys{key, m, hist, width};
-            } else {
+            if constexpr (std::is_same_v<Key, uint8_t>) {
+                if (fused_ != nullptr) {
+                    fused_(query_codes, query_labels, qi, db_, begin, m, key, pending);
+                    pending = PendingKeys{key, m, hist, width};
+                    continue;
+                }
+            }
+            {
                 hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
                 make_keys(db_.labels, query_labels, qi, begin, m, dist, key);
                 count_keys(key, 0, m, hist, width);
@@ -104,7 +113,8 @@ void QueryScanner::scan(const uint64_t* query_codes, const Labels& query_labels,
     }
 }
 
-int64_t QueryScanner::relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const {
+template <class Key>
+int64_t QueryScanner<Key>::relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const {
     const size_t width = 2 * buckets_;
     const uint32_t* marks = marks_.data() + j * segments_ * width + 2 * d;  // keys 2d, 2d + 1 of segment 0
     auto items_before = [&](size_t s) { return int64_t(marks[s * width]) + marks[s * width + 1]; };
@@ -139,6 +149,9 @@ int64_t QueryScanner::relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_
     }
     return relevant_in_bucket_prefix(keys(j), lo * segment_, db_.n, d, m, items_before(lo), marks[lo * width + 1]);
 }
+
+template class QueryScanner<uint8_t>;
+template class QueryScanner<uint16_t>;
 
 void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,
                     int64_t* n) {

@@ -30,7 +30,8 @@ struct Database {
 constexpr size_t kSubHistograms = 4;
 
 // hist[(i % 4) width + keys[i]] += 1 for i in [from, to)
-inline void count_keys(const uint16_t* keys, size_t from, size_t to, uint32_t* hist, size_t width) {
+template <class Key>
+inline void count_keys(const Key* keys, size_t from, size_t to, uint32_t* hist, size_t width) {
     size_t i = from;
     for (; i + kSubHistograms <= to; i += kSubHistograms)
         for (size_t s = 0; s < kSubHistograms; ++s) ++hist[s * width + keys[i + s]];
@@ -39,7 +40,7 @@ inline void count_keys(const uint16_t* keys, size_t from, size_t to, uint32_t* h
 
 // Keys still to be counted: the previous query's keys of the block, counted by the next kernel call.
 struct PendingKeys {
-    const uint16_t* keys = nullptr;
+    const uint8_t* keys = nullptr;
     size_t count = 0;
     uint32_t* hist = nullptr;  // kSubHistograms x width
     size_t width = 0;
@@ -49,10 +50,11 @@ struct PendingKeys {
 // fused), while counting `pending` (keys computed earlier, already in L1) into their histogram: the vector work
 // of the keys and the scalar increments of the counts overlap in one loop. (Counting a loop's own keys through
 // registers measured 1.8x slower; counting them in a second loop leaves the vector units idle meanwhile.)
-// fused_key_kernel() gives one where it fits the database (scan_avx2.cpp: AVX2, 64-bit codes, class ids or label
-// bitmaps of one or two words), else null, and the scan runs the Hamming kernel, make_keys and count_keys.
+// fused_key_kernel() gives one where it fits the database (scan_avx2.cpp: AVX2, 64-bit codes — byte keys —,
+// class ids or label bitmaps of one or two words), else null, and the scan runs the Hamming kernel, make_keys and
+// count_keys.
 using KeyKernel = void (*)(const uint64_t* query_codes, const Labels& query_labels, size_t query_index,
-                           const Database& db, size_t begin, size_t count, uint16_t* keys,
+                           const Database& db, size_t begin, size_t count, uint8_t* keys,
                            const PendingKeys& pending);
 KeyKernel fused_key_kernel(const Database& db);
 
@@ -64,14 +66,16 @@ constexpr int kMaxBits = 32767;
 // For query j of the batch: n[j (q+1) + d], r[j (q+1) + d] are the item and relevant-item counts at distance d.
 // keep_keys (`index` ties): keys(j) holds every item's key (keys.h) in index order, and the cumulative
 // histogram is marked every `segment` items, so relevant_in_prefix() walks at most one segment.
-// Memory: kBatch x N keys (uint16) and marks of about the same size — O(N) per thread.
+// Memory: kBatch x N keys and marks of about the same size — O(N) per thread. Key: uint8_t for q <=
+// kMaxByteKeyBits, else uint16_t (keys.h).
+template <class Key>
 class QueryScanner {
 public:
     static constexpr size_t kBatch = 8;
     explicit QueryScanner(const Database& db, bool keep_keys = false);
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
-    const uint16_t* keys(size_t j) const { return keys_.data() + j * db_.n; }
+    const Key* keys(size_t j) const { return keys_.data() + j * db_.n; }
     // relevant items among the first m items (1 <= m <= n_d, bucket d's size) of bucket d in index order, query j
     // of the batch
     int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const;
@@ -83,11 +87,14 @@ private:
     bool keep_;
     size_t buckets_;
     size_t segment_ = 0, segments_ = 0;  // items per mark (a multiple of the block), number of marks
-    std::vector<uint16_t> block_keys_;   // one block, when not keeping keys
-    std::vector<uint16_t> keys_;         // kBatch x N, when keeping keys
+    std::vector<Key> block_keys_;        // two blocks, when not keeping keys
+    std::vector<Key> keys_;              // kBatch x N, when keeping keys
     std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys
     std::vector<uint32_t> marks_;        // kBatch x segments x 2 (q + 1): key histogram before each segment
 };
+
+extern template class QueryScanner<uint8_t>;
+extern template class QueryScanner<uint16_t>;
 
 // Distances of one query to every database item, in index order, and their histogram (search).
 void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,

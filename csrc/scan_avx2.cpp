@@ -1,6 +1,7 @@
 // Fused AVX2 key kernels for 64-bit codes: distance, relevance and key of 16 database items per step, without the
 // intermediate distance array of the generic path (Hamming kernel, then make_keys). Keys are built in 16-bit
-// lanes as (distance << 1) + relevant, the doubled distance read straight off a doubled popcount table.
+// lanes as (distance << 1) + relevant, the doubled distance read straight off a doubled popcount table, and
+// stored as bytes (q <= 64).
 #include "scan.h"
 #include "popcount_avx2.h"
 
@@ -53,13 +54,19 @@ inline void count_pending_rest(const PendingKeys& pending, size_t done) {
     if (done < pending.count) count_keys(pending.keys, done, pending.count, pending.hist, pending.width);
 }
 
-inline uint16_t scalar_key(uint64_t query, uint64_t code, bool relevant) {
-    return make_key(unsigned(__builtin_popcountll(query ^ code)), relevant);
+inline uint8_t scalar_key(uint64_t query, uint64_t code, bool relevant) {
+    return make_key<uint8_t>(unsigned(__builtin_popcountll(query ^ code)), relevant);
+}
+
+// 16 keys held in 16-bit lanes (values < 256), stored as bytes
+SHC_AVX2 inline void store16(uint8_t* keys, __m256i key) {
+    const __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(key, key), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(keys), _mm256_castsi256_si128(bytes));
 }
 
 // relevant = same class id
 SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                       size_t begin, size_t count, uint16_t* keys,
+                       size_t begin, size_t count, uint8_t* keys,
                        const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
     const int32_t qid = query_labels.ids[qi];
@@ -72,8 +79,7 @@ SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, 
         const __m256i rel = _mm256_permute4x64_epi64(
             _mm256_packs_epi32(_mm256_cmpeq_epi32(load(ids + i), qidv), _mm256_cmpeq_epi32(load(ids + i + 8), qidv)),
             _MM_SHUFFLE(3, 1, 2, 0));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i),
-                            _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
+        store16(keys + i, _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
         count_pending16(pending, i);
     }
     count_pending_rest(pending, i & ~size_t(15));
@@ -83,7 +89,7 @@ SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, 
 // relevant = the label bitmaps (words = 1 or 2) share a bit
 template <size_t words>
 SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                           size_t begin, size_t count, uint16_t* keys,
+                           size_t begin, size_t count, uint8_t* keys,
                        const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
     const uint64_t* qb = query_labels.bitmaps + qi * words;
@@ -103,7 +109,7 @@ SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labe
                            unrelated4<words>(r + 8 * words, qbv), unrelated4<words>(r + 12 * words, qbv));
         if constexpr (words == 2) z = _mm256_shuffle_epi8(z, reorder);
         const __m256i key = _mm256_add_epi16(_mm256_add_epi16(doubled_distances16(qv, codes + i), one), z);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + i), key);
+        store16(keys + i, key);
         count_pending16(pending, i);
     }
     count_pending_rest(pending, i & ~size_t(15));
