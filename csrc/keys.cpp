@@ -17,6 +17,16 @@ size_t select_scalar(const Key* keys, size_t count, Key limit, Key* out) {
 }
 
 template <class Key>
+size_t bucket_relevance_scalar(const Key* keys, size_t count, unsigned d, uint8_t* out) {
+    size_t m = 0;
+    for (size_t i = 0; i < count; ++i) {
+        out[m] = static_cast<uint8_t>(key_relevant(keys[i]));
+        m += key_bucket(keys[i]) == d;
+    }
+    return m;
+}
+
+template <class Key>
 int64_t finish_one_by_one(const Key* keys, size_t i, unsigned d, int64_t m, int64_t seen, int64_t relevant) {
     for (; seen < m; ++i) {
         if (key_bucket(keys[i]) != d) continue;
@@ -92,6 +102,41 @@ SHC_KEYS_AVX2 size_t select_avx2(const uint8_t* keys, size_t count, uint8_t limi
     return m + select_scalar(keys + i, count - i, limit, out + m);
 }
 
+// 32 one-byte keys at a time: key | 1 == 2d + 1 selects bucket d, key & 1 is the byte written
+SHC_KEYS_AVX2 size_t bucket_relevance_avx2(const uint8_t* keys, size_t count, unsigned d, uint8_t* out) {
+    const __m256i one = _mm256_set1_epi8(1), odd = _mm256_set1_epi8(static_cast<char>(make_key<uint8_t>(d, true)));
+    size_t i = 0, m = 0;
+    for (; i + 32 <= count; i += 32) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
+        const uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_or_si256(x, one), odd)));
+        const __m256i relevant = _mm256_and_si256(x, one);
+        const __m128i lo = _mm256_castsi256_si128(relevant), hi = _mm256_extracti128_si256(relevant, 1);
+        pack8(lo, mask & 0xffu, out + m);
+        pack8(_mm_srli_si128(lo, 8), (mask >> 8) & 0xffu, out + m + __builtin_popcount(mask & 0xffu));
+        pack8(hi, (mask >> 16) & 0xffu, out + m + __builtin_popcount(mask & 0xffffu));
+        pack8(_mm_srli_si128(hi, 8), mask >> 24, out + m + __builtin_popcount(mask & 0xffffffu));
+        m += __builtin_popcount(mask);
+    }
+    return m + bucket_relevance_scalar(keys + i, count - i, d, out + m);
+}
+
+// 16 two-byte keys at a time, narrowed to bytes first
+SHC_KEYS_AVX2 size_t bucket_relevance_avx2(const uint16_t* keys, size_t count, unsigned d, uint8_t* out) {
+    const __m256i one = _mm256_set1_epi16(1), odd = _mm256_set1_epi16(static_cast<short>(make_key<uint16_t>(d, true)));
+    size_t i = 0, m = 0;
+    for (; i + 16 <= count; i += 16) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
+        const __m256i in = _mm256_cmpeq_epi16(_mm256_or_si256(x, one), odd), relevant = _mm256_and_si256(x, one);
+        const unsigned mask = unsigned(_mm_movemask_epi8(_mm_packs_epi16(_mm256_castsi256_si128(in),
+                                                                         _mm256_extracti128_si256(in, 1))));
+        const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(relevant), _mm256_extracti128_si256(relevant, 1));
+        pack8(bytes, mask & 0xffu, out + m);
+        pack8(_mm_srli_si128(bytes, 8), mask >> 8, out + m + __builtin_popcount(mask & 0xffu));
+        m += __builtin_popcount(mask);
+    }
+    return m + bucket_relevance_scalar(keys + i, count - i, d, out + m);
+}
+
 // one mask bit per key equal to a (16-bit keys: movemask gives two bits per key; keep the even ones)
 SHC_KEYS_AVX2 inline uint32_t equal_keys(const uint16_t* keys, __m256i a) {
     const __m256i eq = _mm256_cmpeq_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys)), a);
@@ -131,6 +176,14 @@ size_t select_any(const Key* keys, size_t count, Key limit, Key* out) {
 }
 
 template <class Key>
+size_t bucket_relevance_any(const Key* keys, size_t count, unsigned d, uint8_t* out) {
+#ifdef SHC_KEYS_X86
+    if (keys_use_avx2()) return bucket_relevance_avx2(keys, count, d, out);
+#endif
+    return bucket_relevance_scalar(keys, count, d, out);
+}
+
+template <class Key>
 int64_t prefix_any(const Key* keys, size_t begin, size_t count, unsigned d, int64_t m, int64_t seen,
                    int64_t relevant) {
 #ifdef SHC_KEYS_X86
@@ -147,6 +200,13 @@ size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uin
 }
 size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
     return select_any(keys, count, limit, out);
+}
+
+size_t bucket_relevance(const uint8_t* keys, size_t count, unsigned d, uint8_t* out) {
+    return bucket_relevance_any(keys, count, d, out);
+}
+size_t bucket_relevance(const uint16_t* keys, size_t count, unsigned d, uint8_t* out) {
+    return bucket_relevance_any(keys, count, d, out);
 }
 
 int64_t relevant_in_bucket_prefix(const uint8_t* keys, size_t begin, size_t count, unsigned d, int64_t m,

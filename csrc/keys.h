@@ -34,6 +34,11 @@ inline bool keys_use_avx2() { return static_cast<int>(active_isa()) >= static_ca
 size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out);
 size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out);
 
+// Writes key & 1 (relevant: 1 byte each) of the keys of bucket d among keys[0..count) to out, in order, and
+// returns how many there are. out must have room for that many + 8 bytes.
+size_t bucket_relevance(const uint8_t* keys, size_t count, unsigned d, uint8_t* out);
+size_t bucket_relevance(const uint16_t* keys, size_t count, unsigned d, uint8_t* out);
+
 // Walking keys[begin..] in index order, from `seen` items of bucket d of which `relevant` are relevant, up to
 // the m-th item of bucket d (which must exist): returns the relevant items among those m.
 int64_t relevant_in_bucket_prefix(const uint8_t* keys, size_t begin, size_t count, unsigned d, int64_t m,

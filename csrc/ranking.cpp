@@ -132,36 +132,51 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
     }
 }
 
-IndexRanker::IndexRanker(int bits) : next_rank_(size_t(bits) + 1), selected_(kChunk + 8) {}
+IndexRanker::IndexRanker(int bits) : next_rank_(size_t(bits) + 1) {}
 
 template <class Key>
 void IndexRanker::run(const Key* keys, size_t count, const int64_t* n, const RankPlan& plan, int64_t limit,
                       double* ap, double* hits) {
     const size_t buckets = next_rank_.size();
-    // a stable counting sort: the next item of bucket d gets rank next_rank[d] (numpy's stable argsort)
-    int64_t* next_rank = next_rank_.data();
+    // bucket d's items take ranks first_rank[d], first_rank[d] + 1, ... in index order (numpy's stable argsort)
+    int64_t* next_rank = next_rank_.data();  // first_rank, then advanced by the counting sort
     int64_t ranked = 0;
-    size_t cut = buckets;  // the bucket holding rank `limit`
+    size_t cut = buckets, nonempty = 0;  // the bucket holding rank `limit`; non-empty buckets up to it
     for (size_t d = 0; d < buckets; ++d) {
         next_rank[d] = ranked + 1;
+        if (cut == buckets) nonempty += n[d] > 0;
         if (cut == buckets && ranked + n[d] >= limit) cut = d;
         ranked += n[d];
     }
     if (cut == buckets) throw std::invalid_argument("rank beyond the database size");
-    // relevant_at[rank] for ranks 1..limit; the cut bucket's items past the limit all land in slot limit + 1
-    relevant_at_.assign(size_t(limit) + 2, 0);
-    uint8_t* relevant_at = relevant_at_.data();
-    Key* selected = reinterpret_cast<Key*>(selected_.data());
-    int64_t placed = 0;  // items ranked <= limit so far: the walk stops once it has them all
     const Key last_key = make_key<Key>(unsigned(cut), true);
-    for (size_t begin = 0; begin < count && placed < limit; begin += kChunk) {
-        // only the keys of buckets up to the cut (a few percent for small k) are visited, without branches
-        const size_t m = select_keys_at_most(keys + begin, std::min(kChunk, count - begin), last_key, selected);
-        for (size_t j = 0; j < m; ++j) {
-            const unsigned key = selected[j];
-            const int64_t rank = std::min(next_rank[key_bucket(key)]++, limit + 1);
-            relevant_at[rank] = static_cast<uint8_t>(key & 1u);
-            placed += rank <= limit;
+    // relevant_at[rank], read for ranks 1..limit; past them room for the cut bucket's later items and 8-byte stores
+    relevant_at_.assign(size_t(std::max(limit + 2, next_rank[cut] + n[cut] + 8)), 0);
+    uint8_t* relevant_at = relevant_at_.data();
+    constexpr size_t keys_per_vector = 32 / sizeof(Key);
+    if (nonempty * 2 <= keys_per_vector) {
+        // few buckets (small k): the keys up to the cut (a few percent), then one vector pass over them per
+        // bucket that writes its items' relevance from its first rank on — no per-item counter, whose
+        // increments chain through memory when neighbouring items share a bucket
+        selected_.resize(count + 8);
+        Key* selected = reinterpret_cast<Key*>(selected_.data());
+        const size_t m = select_keys_at_most(keys, count, last_key, selected);
+        for (size_t d = 0; d <= cut; ++d)
+            if (n[d] > 0) bucket_relevance(selected, m, unsigned(d), relevant_at + next_rank[d]);
+    } else {
+        // many buckets: a stable counting sort, a chunk of selected keys at a time; the cut bucket's items past
+        // the limit all land in slot limit + 1, and the walk stops once it has placed every item ranked <= limit
+        selected_.resize(kChunk + 8);
+        Key* selected = reinterpret_cast<Key*>(selected_.data());
+        int64_t placed = 0;
+        for (size_t begin = 0; begin < count && placed < limit; begin += kChunk) {
+            const size_t m = select_keys_at_most(keys + begin, std::min(kChunk, count - begin), last_key, selected);
+            for (size_t j = 0; j < m; ++j) {
+                const unsigned key = selected[j];
+                const int64_t rank = std::min(next_rank[key_bucket(key)]++, limit + 1);
+                relevant_at[rank] = static_cast<uint8_t>(key & 1u);
+                placed += rank <= limit;
+            }
         }
     }
     // AP@k = (sum over relevant ranks i <= k of hits(i) / i) / hits(k), from one pass over ranks 1..limit

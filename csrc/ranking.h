@@ -52,7 +52,7 @@ public:
 private:
     static constexpr size_t kChunk = 4096;  // keys selected at a time
     std::vector<int64_t> next_rank_;
-    std::vector<uint16_t> selected_;  // kChunk + 8 keys of either width
+    std::vector<uint16_t> selected_;  // selected keys of either width
     std::vector<uint8_t> relevant_at_;
 };
 

@@ -373,6 +373,21 @@ def test_every_label_width_and_isa_gives_reference_metrics(q, labels, restore_is
         assert_matches_reference(evaluate(qb, db, ql, dl, topk=[10, 300, "all"], pr_ranks=[1, 500, 1061]), ref)
 
 
+@pytest.mark.parametrize("q", [64, 200])
+@pytest.mark.parametrize("topk", [[7], [7, 120], [7, "all"]])
+def test_index_walk_few_and_many_buckets_every_isa(q, topk, restore_isa):
+    # the index walk places a small k's few buckets one vector pass per bucket and a large k's many buckets with
+    # a counting sort; byte keys (q <= 127) and two-byte keys (q = 200) each take both
+    rng = np.random.default_rng(q + len(topk))
+    qb, db = rng.random((5, q)) < 0.5, rng.random((3000, q)) < 0.5
+    db[::3] = qb[rng.integers(0, 5, 1000)] ^ (rng.random((1000, q)) < 0.1)  # near items: small buckets first
+    ql, dl = rng.integers(0, 4, 5), rng.integers(0, 4, 3000)
+    ref = ref_report(qb, db, ql, dl, topk, "index", 2, [1, 2999])
+    for isa in _isas():
+        _engine.set_isa(isa)
+        assert_matches_reference(evaluate(qb, db, ql, dl, topk=topk, pr_ranks=[1, 2999]), ref)
+
+
 @pytest.mark.parametrize("q, N", [(12, 2600), (1000, 20000)])
 def test_index_hits_past_the_ap_cutoff_every_isa(q, N, restore_isa):
     # finite AP cut-offs: AP comes from the walk over the first buckets' keys, and every PR-grid rank past the
