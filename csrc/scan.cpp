@@ -78,14 +78,16 @@ void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_la
     std::fill(count_.begin(), count_.end(), 0u);
     const size_t width = 2 * buckets_;
     alignas(64) uint16_t dist[kBlock];
+    PendingKeys pending;  // counted by the next kernel call, the next block's first query's for the last query
+    pending.width = width;
+    size_t calls = 0;
     for (size_t begin = 0; begin < db_.n; begin += kBlock) {
         const size_t m = std::min(kBlock, db_.n - begin);
-        PendingKeys pending;
-        pending.width = width;
         for (size_t j = 0; j < count; ++j) {
             const size_t qi = first + j;
             uint32_t* hist = count_.data() + j * kSubHistograms * width;
-            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (j % 2) * kBlock;
+            // not keeping keys: the two halves of block_keys_ alternate, so the pending keys stay intact
+            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (++calls % 2) * kBlock;
             if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
             if constexpr (std::is_same_v<Key, uint8_t>) {
@@ -101,8 +103,8 @@ void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_la
                 count_keys(key, 0, m, hist, width);
             }
         }
-        count_keys(pending.keys, 0, pending.count, pending.hist, width);  // the batch's last query
     }
+    count_keys(pending.keys, 0, pending.count, pending.hist, width);  // the last block's last query
     std::vector<uint32_t> total(width);
     for (size_t j = 0; j < count; ++j) {
         sum_sub_histograms(count_.data() + j * kSubHistograms * width, width, total.data());
