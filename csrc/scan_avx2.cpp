@@ -31,17 +31,34 @@ SHC_AVX2 inline __m256i doubled_distances16(__m256i query, const uint64_t* codes
                   doubled_distances4(query, codes + 8), doubled_distances4(query, codes + 12));
 }
 
-// -1 per 64-bit lane where items 0..3 of `rows` share no label with the query; two-word rows come out in item
-// order 0, 2, 1, 3
+// -1 per 16-bit lane (items 0..15, in order) where the item's label row (`words` uint64) shares no label with
+// the query. The masked rows are narrowed with signed saturating packs, which keep every nonzero 32- or 16-bit
+// lane nonzero, until each item is one lane; one compare with zero then decides all of them.
+SHC_AVX2 inline __m256i masked(const uint64_t* rows, size_t v, __m256i query_bitmap) {
+    return _mm256_and_si256(load(rows + 4 * v), query_bitmap);
+}
+
 template <size_t words>
-SHC_AVX2 inline __m256i unrelated4(const uint64_t* rows, __m256i query_bitmap) {
+SHC_AVX2 inline __m256i unrelated16(const uint64_t* rows, __m256i qb) {
     const __m256i zero = _mm256_setzero_si256();
     if constexpr (words == 1) {
-        return _mm256_cmpeq_epi64(_mm256_and_si256(load(rows), query_bitmap), zero);
+        // vector v holds items 4v..4v+3 as two 32-bit lanes each; two packs leave two bytes per item
+        const __m256i x = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 0, qb), masked(rows, 1, qb)),
+                                             _mm256_packs_epi32(masked(rows, 2, qb), masked(rows, 3, qb)));
+        // 16-bit lanes in the order (0, 1, 4, 5, 8, 9, 12, 13 | 2, 3, 6, 7, 10, 11, 14, 15) as 64-bit units: fix it
+        return _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi16(x, zero), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     } else {
-        const __m256i a = _mm256_and_si256(load(rows), query_bitmap);      // items 0, 1: two words each
-        const __m256i b = _mm256_and_si256(load(rows + 4), query_bitmap);  // items 2, 3
-        return _mm256_cmpeq_epi64(_mm256_or_si256(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b)), zero);
+        // vector v holds items 2v, 2v + 1 as four 32-bit lanes each; three packs leave four bytes per item
+        const __m256i x0 = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 0, qb), masked(rows, 1, qb)),
+                                              _mm256_packs_epi32(masked(rows, 2, qb), masked(rows, 3, qb)));
+        const __m256i x1 = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 4, qb), masked(rows, 5, qb)),
+                                              _mm256_packs_epi32(masked(rows, 6, qb), masked(rows, 7, qb)));
+        // items as 16-bit lanes (0, 2, 4, 6, 8, 10, 12, 14 | 1, 3, ..., 15): interleave the two halves
+        const __m256i z = _mm256_packs_epi32(_mm256_cmpeq_epi32(x0, zero), _mm256_cmpeq_epi32(x1, zero));
+        const __m256i halves = _mm256_permute4x64_epi64(z, _MM_SHUFFLE(3, 1, 2, 0));
+        const __m256i interleave = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,  //
+                                                    0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+        return _mm256_shuffle_epi8(halves, interleave);
     }
 }
 
@@ -98,16 +115,10 @@ SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labe
     const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q));
     const __m256i qbv = words == 1 ? _mm256_set1_epi64x(static_cast<long long>(qb[0]))
                                    : _mm256_setr_epi64x(qb[0], qb[words - 1], qb[0], qb[words - 1]);
-    // two-word rows: swap the middle two of every four 16-bit lanes back into item order
-    const __m256i reorder = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,  //
-                                             0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
     const __m256i one = _mm256_set1_epi16(1);
     size_t i = 0;
     for (; i + 16 <= count; i += 16) {
-        const uint64_t* r = rows + i * words;
-        __m256i z = pack16(unrelated4<words>(r, qbv), unrelated4<words>(r + 4 * words, qbv),
-                           unrelated4<words>(r + 8 * words, qbv), unrelated4<words>(r + 12 * words, qbv));
-        if constexpr (words == 2) z = _mm256_shuffle_epi8(z, reorder);
+        const __m256i z = unrelated16<words>(rows + i * words, qbv);
         const __m256i key = _mm256_add_epi16(_mm256_add_epi16(doubled_distances16(qv, codes + i), one), z);
         store16(keys + i, key);
         count_pending16(pending, i);
