@@ -36,11 +36,11 @@ void bucket_rank_metrics(const int64_t* n, const int64_t* r, int bits, Ties ties
                          const long double* harmonic, double* ap, double* hits);
 
 // `index` ties: an item in bucket d at position p (0-based, among the bucket's items in index order) has rank
-// N_d + p + 1 — numpy's stable argsort. run() walks the items' keys (keys.h) in index order and places those
-// ranked up to `limit` (the buckets before the one holding rank `limit`, and the first items of that one; the
-// other keys are skipped 16 at a time), then reads AP and hits off the ranked relevance list in one pass. It
-// fills AP at every ap_rank (all must be <= limit) and hits at every hit_rank <= limit; hits at larger ranks are
-// left as they are.
+// N_d + p + 1 — numpy's stable argsort. run() selects the keys (keys.h) of the buckets up to the one holding rank
+// `limit` (16 or 32 keys per vector compare, branch-free) and places them by rank: with few such buckets one
+// vector pass per bucket writes its items' relevance from the bucket's first rank on, with many a stable counting
+// sort does. AP and hits are then read off the ranked relevance list in one pass. It fills AP at every ap_rank
+// (all must be <= limit) and hits at every hit_rank <= limit; hits at larger ranks are left as they are.
 class IndexRanker {
 public:
     explicit IndexRanker(int bits);
