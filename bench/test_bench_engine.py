@@ -121,9 +121,16 @@ def test_engine_evaluate(benchmark, workload):
     seconds = benchmark.stats.stats.min
     pairs = qc.shape[0] * dc.shape[0]
     per_core = pairs / seconds / _engine.default_threads()
+    # the same per CPU-second our threads actually ran: on a shared machine the wall clock also counts the time
+    # other jobs hold the cores
+    cpu_start = time.process_time()
+    evaluate(qc, dc, ql, dl, topk=(k,))
+    per_cpu_second = pairs / (time.process_time() - cpu_start)
     _record(name, "shc.evaluate", seconds, benchmark, pairs_per_second_per_core=per_core,
+            pairs_per_cpu_second=per_cpu_second,
             peak_extra_mb=None if extra_bytes is None else extra_bytes / 2**20, mAP=report.mAP[str(k)])
     RESULTS[name]["pairs/s/core"] = per_core
+    RESULTS[name]["pairs/CPU-second"] = per_cpu_second
     RESULTS[name]["peak extra MB"] = None if extra_bytes is None else extra_bytes / 2**20
     RESULTS[name]["mAP"] = report.mAP[str(k)]
 

@@ -15,7 +15,11 @@ import os
 import sys
 import time
 
-from shc.cli._errors import run_cli
+# Evaluation uses no BLAS; OpenBLAS's idle threads busy-wait for a while after numpy starts them and would take
+# CPU from the engine's threads. Set before numpy is imported; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from shc.cli._errors import run_cli  # noqa: E402
 
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
 an array. codes: ±1, {0,1}, bool, real-valued (sign) or np.packbits bytes with --bits. labels: class ids, one-hot or
