@@ -31,13 +31,14 @@ SHC_AVX2 inline __m256i doubled_distances16(__m256i query, const uint64_t* codes
                   doubled_distances4(query, codes + 8), doubled_distances4(query, codes + 12));
 }
 
-// -1 per 16-bit lane (items 0..15, in order) where the item's label row (`words` uint64) shares no label with
-// the query. The masked rows are narrowed with signed saturating packs, which keep every nonzero 32- or 16-bit
-// lane nonzero, until each item is one lane; one compare with zero then decides all of them.
+// the v-th vector of label rows, AND the query's bitmap
 SHC_AVX2 inline __m256i masked(const uint64_t* rows, size_t v, __m256i query_bitmap) {
     return _mm256_and_si256(load(rows + 4 * v), query_bitmap);
 }
 
+// -1 per 16-bit lane (items 0..15, in order) where the item's label row (`words` uint64) shares no label with
+// the query. The masked rows are narrowed with signed saturating packs, which keep every nonzero 32- or 16-bit
+// lane nonzero, until each item is one lane; one compare with zero then decides all of them.
 template <size_t words>
 SHC_AVX2 inline __m256i unrelated16(const uint64_t* rows, __m256i qb) {
     const __m256i zero = _mm256_setzero_si256();
