@@ -123,35 +123,35 @@ Summary evaluate(const QuerySet& queries, const Database& db, Ties ties, const R
     if (ties != Ties::Index) harmonic = harmonic_table(db.n);
     const size_t buckets = size_t(db.bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
     return with_key_type(db, [&](auto key_type) {
-    using Scanner = QueryScanner<decltype(key_type)>;
-    auto make_worker = [&]() {
-        return [&, scanner = Scanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
-                   size_t first, size_t count, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
-            for (size_t b = 0; b < count; b += Scanner::kBatch) {
-                const size_t batch = std::min(Scanner::kBatch, count - b);
-                int64_t* nb = n + b * buckets;
-                int64_t* rb = r + b * buckets;
-                scanner.scan(queries.codes, queries.labels, first + b, batch, nb, rb);
-                for (size_t j = 0; j < batch; ++j) {
-                    int64_t* nj = nb + j * buckets;
-                    int64_t* rj = rb + j * buckets;
-                    double* apj = ap + (b + j) * K;
-                    double* hitsj = hits + (b + j) * G;
-                    if (ties == Ties::Index) {
-                        // AP (and hits up to the largest AP cut-off) from a walk over the first buckets'
-                        // keys; hits at larger ranks from the scanner's marks and one segment of keys
-                        ranker.run(scanner.keys(j), db.n, nj, plan, plan.max_ap_rank, apj, hitsj);
-                        hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m, int64_t n_d) {
-                            return scanner.relevant_in_prefix(j, d, m, n_d);
-                        }, hitsj);
-                    } else {
-                        bucket_rank_metrics(nj, rj, db.bits, ties, plan, harmonic.data(), apj, hitsj);
+        using Scanner = QueryScanner<decltype(key_type)>;
+        auto make_worker = [&]() {
+            return [&, scanner = Scanner(db, ties == Ties::Index), ranker = IndexRanker(db.bits)](
+                       size_t first, size_t count, int64_t* n, int64_t* r, double* ap, double* hits) mutable {
+                for (size_t b = 0; b < count; b += Scanner::kBatch) {
+                    const size_t batch = std::min(Scanner::kBatch, count - b);
+                    int64_t* nb = n + b * buckets;
+                    int64_t* rb = r + b * buckets;
+                    scanner.scan(queries.codes, queries.labels, first + b, batch, nb, rb);
+                    for (size_t j = 0; j < batch; ++j) {
+                        int64_t* nj = nb + j * buckets;
+                        int64_t* rj = rb + j * buckets;
+                        double* apj = ap + (b + j) * K;
+                        double* hitsj = hits + (b + j) * G;
+                        if (ties == Ties::Index) {
+                            // AP (and hits up to the largest AP cut-off) from a walk over the first buckets'
+                            // keys; hits at larger ranks from the scanner's marks and one segment of keys
+                            ranker.run(scanner.keys(j), db.n, nj, plan, plan.max_ap_rank, apj, hitsj);
+                            hits_past_walk(nj, rj, plan, [&](unsigned d, int64_t m, int64_t n_d) {
+                                return scanner.relevant_in_prefix(j, d, m, n_d);
+                            }, hitsj);
+                        } else {
+                            bucket_rank_metrics(nj, rj, db.bits, ties, plan, harmonic.data(), apj, hitsj);
+                        }
                     }
                 }
-            }
+            };
         };
-    };
-    return reduce_queries(queries.n, db.bits, plan, threads, make_worker);
+        return reduce_queries(queries.n, db.bits, plan, threads, make_worker);
     });
 }
 

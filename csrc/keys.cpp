@@ -56,8 +56,7 @@ const std::array<std::array<uint8_t, 8 * w>, 256> LEFT_PACK = [] {
     return table;
 }();
 
-// the lanes of x (eight keys in its low 8 w bytes) set in the 8-bit mask, stored at out (the store address does
-// not wait on the previous group's count: callers compute every group's offset from one popcount each)
+// the lanes of x (eight keys in its low 8 w bytes) set in the 8-bit mask, stored at out
 SHC_KEYS_AVX2 inline void pack8(__m128i x, unsigned mask, uint16_t* out) {
     const __m128i control = _mm_loadu_si128(reinterpret_cast<const __m128i*>(LEFT_PACK<2>[mask].data()));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(x, control));
@@ -68,19 +67,40 @@ SHC_KEYS_AVX2 inline void pack8(__m128i x, unsigned mask, uint8_t* out) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(x, control));
 }
 
-// 16 two-byte keys at a time; key <= limit (unsigned) as one mask bit per key: min(key, limit) == key, the
-// 16-bit lanes saturated to bytes
+// Left-packs the lanes of a vector set in `mask` (one bit per lane) to out and returns how many: 16 two-byte
+// lanes, 16 bytes (a 128-bit vector) or 32 bytes. Every group's store address comes from its own popcount, so
+// the stores do not wait on each other.
+SHC_KEYS_AVX2 inline size_t left_pack(__m256i x, unsigned mask, uint16_t* out) {
+    pack8(_mm256_castsi256_si128(x), mask & 0xffu, out);
+    pack8(_mm256_extracti128_si256(x, 1), mask >> 8, out + __builtin_popcount(mask & 0xffu));
+    return size_t(__builtin_popcount(mask));
+}
+
+SHC_KEYS_AVX2 inline size_t left_pack(__m128i x, unsigned mask, uint8_t* out) {
+    pack8(x, mask & 0xffu, out);
+    pack8(_mm_srli_si128(x, 8), mask >> 8, out + __builtin_popcount(mask & 0xffu));
+    return size_t(__builtin_popcount(mask));
+}
+
+SHC_KEYS_AVX2 inline size_t left_pack(__m256i x, uint32_t mask, uint8_t* out) {
+    left_pack(_mm256_castsi256_si128(x), mask & 0xffffu, out);
+    left_pack(_mm256_extracti128_si256(x, 1), mask >> 16, out + __builtin_popcount(mask & 0xffffu));
+    return size_t(__builtin_popcount(mask));
+}
+
+// one mask bit per 16-bit lane of a compare result (the lanes saturated to bytes)
+SHC_KEYS_AVX2 inline unsigned lane_mask(__m256i compare16) {
+    return unsigned(_mm_movemask_epi8(
+        _mm_packs_epi16(_mm256_castsi256_si128(compare16), _mm256_extracti128_si256(compare16, 1))));
+}
+
+// 16 two-byte keys at a time; key <= limit (unsigned): min(key, limit) == key
 SHC_KEYS_AVX2 size_t select_avx2(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
     const __m256i lim = _mm256_set1_epi16(static_cast<short>(limit));
     size_t i = 0, m = 0;
     for (; i + 16 <= count; i += 16) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        const __m256i le = _mm256_cmpeq_epi16(_mm256_min_epu16(x, lim), x);
-        const unsigned mask = unsigned(_mm_movemask_epi8(_mm_packs_epi16(_mm256_castsi256_si128(le),
-                                                                         _mm256_extracti128_si256(le, 1))));
-        pack8(_mm256_castsi256_si128(x), mask & 0xffu, out + m);
-        pack8(_mm256_extracti128_si256(x, 1), mask >> 8, out + m + __builtin_popcount(mask & 0xffu));
-        m += __builtin_popcount(mask);
+        m += left_pack(x, lane_mask(_mm256_cmpeq_epi16(_mm256_min_epu16(x, lim), x)), out + m);
     }
     return m + select_scalar(keys + i, count - i, limit, out + m);
 }
@@ -91,13 +111,7 @@ SHC_KEYS_AVX2 size_t select_avx2(const uint8_t* keys, size_t count, uint8_t limi
     size_t i = 0, m = 0;
     for (; i + 32 <= count; i += 32) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        const uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, lim), x)));
-        const __m128i lo = _mm256_castsi256_si128(x), hi = _mm256_extracti128_si256(x, 1);
-        pack8(lo, mask & 0xffu, out + m);
-        pack8(_mm_srli_si128(lo, 8), (mask >> 8) & 0xffu, out + m + __builtin_popcount(mask & 0xffu));
-        pack8(hi, (mask >> 16) & 0xffu, out + m + __builtin_popcount(mask & 0xffffu));
-        pack8(_mm_srli_si128(hi, 8), mask >> 24, out + m + __builtin_popcount(mask & 0xffffffu));
-        m += __builtin_popcount(mask);
+        m += left_pack(x, uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(x, lim), x))), out + m);
     }
     return m + select_scalar(keys + i, count - i, limit, out + m);
 }
@@ -108,31 +122,22 @@ SHC_KEYS_AVX2 size_t bucket_relevance_avx2(const uint8_t* keys, size_t count, un
     size_t i = 0, m = 0;
     for (; i + 32 <= count; i += 32) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        const uint32_t mask = uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_or_si256(x, one), odd)));
-        const __m256i relevant = _mm256_and_si256(x, one);
-        const __m128i lo = _mm256_castsi256_si128(relevant), hi = _mm256_extracti128_si256(relevant, 1);
-        pack8(lo, mask & 0xffu, out + m);
-        pack8(_mm_srli_si128(lo, 8), (mask >> 8) & 0xffu, out + m + __builtin_popcount(mask & 0xffu));
-        pack8(hi, (mask >> 16) & 0xffu, out + m + __builtin_popcount(mask & 0xffffu));
-        pack8(_mm_srli_si128(hi, 8), mask >> 24, out + m + __builtin_popcount(mask & 0xffffffu));
-        m += __builtin_popcount(mask);
+        const uint32_t in = uint32_t(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_or_si256(x, one), odd)));
+        m += left_pack(_mm256_and_si256(x, one), in, out + m);
     }
     return m + bucket_relevance_scalar(keys + i, count - i, d, out + m);
 }
 
-// 16 two-byte keys at a time, narrowed to bytes first
+// 16 two-byte keys at a time, the relevance narrowed to bytes
 SHC_KEYS_AVX2 size_t bucket_relevance_avx2(const uint16_t* keys, size_t count, unsigned d, uint8_t* out) {
-    const __m256i one = _mm256_set1_epi16(1), odd = _mm256_set1_epi16(static_cast<short>(make_key<uint16_t>(d, true)));
+    const __m256i one = _mm256_set1_epi16(1);
+    const __m256i odd = _mm256_set1_epi16(static_cast<short>(make_key<uint16_t>(d, true)));
     size_t i = 0, m = 0;
     for (; i + 16 <= count; i += 16) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i));
-        const __m256i in = _mm256_cmpeq_epi16(_mm256_or_si256(x, one), odd), relevant = _mm256_and_si256(x, one);
-        const unsigned mask = unsigned(_mm_movemask_epi8(_mm_packs_epi16(_mm256_castsi256_si128(in),
-                                                                         _mm256_extracti128_si256(in, 1))));
+        const __m256i relevant = _mm256_and_si256(x, one);
         const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(relevant), _mm256_extracti128_si256(relevant, 1));
-        pack8(bytes, mask & 0xffu, out + m);
-        pack8(_mm_srli_si128(bytes, 8), mask >> 8, out + m + __builtin_popcount(mask & 0xffu));
-        m += __builtin_popcount(mask);
+        m += left_pack(bytes, lane_mask(_mm256_cmpeq_epi16(_mm256_or_si256(x, one), odd)), out + m);
     }
     return m + bucket_relevance_scalar(keys + i, count - i, d, out + m);
 }

@@ -1,9 +1,9 @@
 // Per-item ranking keys and the vector searches over them.
 //
 // The scan gives every database item of a query one key, (distance << 1) | relevant, in index order.
-// The `index`-ties walks look only for some keys (those up to a bucket, or those of one bucket); AVX2 tests 16
-// keys at once, so the keys they skip cost a fraction of a cycle each. Each search has a scalar twin (the
-// generic/popcnt paths), chosen with the active ISA (hamming.h) so that tests run both.
+// The `index`-ties walks look only for some keys (those up to a bucket, or those of one bucket); AVX2 tests 32
+// byte keys (16 two-byte ones) at once, so the keys they skip cost a fraction of a cycle each. Each search has a
+// scalar twin (the generic/popcnt paths), chosen with the active ISA (hamming.h) so that tests run both.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -133,7 +133,7 @@ PYBIND11_MODULE(_engine, m) {
             require(in.db.labels.ids != nullptr || in.db.labels.bitmaps != nullptr, "labels are required");
             const int64_t N = int64_t(in.db.n);
             const Ties mode = parse_ties(ties);
-            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), N,
+            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"),
                                 mode == Ties::Index);
             Summary s;
             {
@@ -157,7 +157,7 @@ PYBIND11_MODULE(_engine, m) {
                     "n and r must both be Q x (bits + 1)");
             require(N >= 1, "N must be positive");
             const size_t Q = size_t(n.shape(0));
-            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), N, false);
+            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), false);
             const Ties mode = parse_ties(ties);
             const double* iap = nullptr;
             const double* ihits = nullptr;
@@ -195,7 +195,7 @@ PYBIND11_MODULE(_engine, m) {
             const size_t Q = size_t(n.shape(0));
             require(entries.ndim() == 2 && size_t(entries.shape(0)) == Q, "entries must be Q x k");
             const size_t k = size_t(entries.shape(1));
-            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), N, true);
+            const RankPlan plan(ranks_of(ap_ranks, N, "ap_ranks"), ranks_of(hit_ranks, N, "hit_ranks"), true);
             for (const auto& cp : plan.checkpoints)
                 require(size_t(cp.first) <= k, "entries must cover every rank in ap_ranks and hit_ranks");
             const uint16_t* e = entries.data();

@@ -7,7 +7,7 @@
 
 namespace shc {
 
-RankPlan::RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n_database, bool index_tables)
+RankPlan::RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, bool index_tables)
     : ap_ranks(std::move(ap)), hit_ranks(std::move(hits)) {
     for (int64_t k : ap_ranks) max_ap_rank = std::max(max_ap_rank, k);
     max_rank = max_ap_rank;
@@ -16,11 +16,9 @@ RankPlan::RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n
     for (size_t i = 0; i < hit_ranks.size(); ++i) checkpoints.emplace_back(hit_ranks[i], ap_ranks.size() + i);
     std::stable_sort(checkpoints.begin(), checkpoints.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (const auto& cp : checkpoints)
-        if (distinct.empty() || distinct.back() != cp.first) distinct.push_back(cp.first);
     if (!index_tables) return;
-    inverse_rank.resize(static_cast<size_t>(n_database) + 1);
-    for (int64_t k = 0; k <= n_database; ++k) inverse_rank[size_t(k)] = k > 0 ? 1.0 / double(k) : 0.0;
+    inverse_rank.resize(static_cast<size_t>(max_rank) + 1);  // the index walk reads ranks up to its limit only
+    for (int64_t k = 0; k <= max_rank; ++k) inverse_rank[size_t(k)] = k > 0 ? 1.0 / double(k) : 0.0;
 }
 
 std::vector<long double> harmonic_table(size_t n) {

@@ -21,10 +21,9 @@ struct RankPlan {
     int64_t max_ap_rank = 0, max_rank = 0;
     // both lists merged in ascending rank; slot < ap_ranks.size() is an AP cut-off, else a grid point
     std::vector<std::pair<int64_t, size_t>> checkpoints;
-    std::vector<int64_t> distinct;  // the distinct checkpoint ranks, ascending
-    // for `index` ties: 1/k (multiplying by a table beats dividing per rank)
+    // for `index` ties: 1/k for k = 0..max_rank (multiplying by a table beats dividing per rank)
     std::vector<double> inverse_rank;
-    RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, int64_t n_database, bool index_tables);
+    RankPlan(std::vector<int64_t> ap, std::vector<int64_t> hits, bool index_tables);
 };
 
 // H[i] = 1 + 1/2 + ... + 1/i for i = 0..N, in extended precision: differences H[c+m] - H[c] of large,

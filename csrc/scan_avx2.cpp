@@ -63,7 +63,7 @@ SHC_AVX2 inline __m256i unrelated16(const uint64_t* rows, __m256i qb) {
     }
 }
 
-// the pending keys [i, i + 16), if there are that many, then after the loop the rest
+// the pending keys [i, i + 16), if there are that many; after the vector loop, the rest from `done` on
 inline void count_pending16(const PendingKeys& pending, size_t i) {
     if (i + 16 <= pending.count) count_keys(pending.keys, i, i + 16, pending.hist, pending.width);
 }
@@ -100,7 +100,7 @@ SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, 
         store16(keys + i, _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
         count_pending16(pending, i);
     }
-    count_pending_rest(pending, i & ~size_t(15));
+    count_pending_rest(pending, i);  // i: past the last full group of 16
     for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], ids[i] == qid);
 }
 
@@ -124,7 +124,7 @@ SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labe
         store16(keys + i, key);
         count_pending16(pending, i);
     }
-    count_pending_rest(pending, i & ~size_t(15));
+    count_pending_rest(pending, i);  // i: past the last full group of 16
     for (; i < count; ++i) {
         uint64_t shared = 0;
         for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
