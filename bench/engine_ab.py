@@ -1,0 +1,78 @@
+"""Engine-only A/B timing of two shc builds on the same data, alternating, for a shared machine.
+
+    python bench/engine_ab.py PKG_A PKG_B [--workload a_mscoco] [--ties index,expected] [--rounds 6] [--threads 1]
+
+PKG_A / PKG_B are directories holding a built ``shc`` package (e.g. a copy of ``shc/`` with its ``_engine*.so``
+taken before and after a change). Each round runs every build in its own process (``python -S``, so an editable
+install does not shadow it) on the first 800 queries of the workload, already packed, and keeps the best of 4
+calls of ``shc._engine.evaluate``; the best over all rounds is printed per build and tie mode. Alternating in
+separate processes makes the slow phases of a shared machine hit both builds alike.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import site
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUERIES = 800
+
+CHILD = r"""
+import sys, time, numpy as np
+from shc import _engine
+z = np.load(sys.argv[1]); ties = sys.argv[2].split(","); threads = int(sys.argv[3])
+get = lambda k: z[k] if k in z.files else None
+for mode in ties:
+    best = 1e9
+    for _ in range(4):
+        t = time.perf_counter()
+        _engine.evaluate(z["q"], z["d"], int(z["bits"]), get("query_ids"), get("db_ids"), get("query_bitmaps"),
+                         get("db_bitmaps"), mode, z["ap"], z["hit"], threads)
+        best = min(best, time.perf_counter() - t)
+    print(mode, best)
+"""
+
+
+def packed_workload(name, path):
+    """The workload's first QUERIES queries packed for the engine, cached in an .npz."""
+    if os.path.exists(path):
+        return path
+    import numpy as np
+    sys.path.insert(0, HERE)
+    from test_bench_engine import make_workload
+    from shc.metrics import _pack_pair, prepare_labels, rank_plan
+    qc, dc, ql, dl, k = make_workload(name)
+    q, d, bits = _pack_pair(qc[:QUERIES], dc, None)
+    labels = prepare_labels(ql[:QUERIES], dl, QUERIES, d.shape[0])
+    ap, hit = rank_plan(d.shape[0], (k,))
+    np.savez(path, q=q, d=d, bits=bits, ap=ap, hit=hit, **{key: v for key, v in labels.items() if v is not None})
+    return path
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("builds", nargs=2, metavar="PKG_DIR")
+    p.add_argument("--workload", default="a_mscoco")
+    p.add_argument("--ties", default="index")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    data = packed_workload(args.workload, os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                       f"shc_ab_{args.workload}.npz"))
+    print("load", open("/proc/loadavg").read().split()[0])
+    best = {}
+    for _ in range(args.rounds):
+        for build in args.builds:
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(build)] + site.getsitepackages()))
+            out = subprocess.run([sys.executable, "-S", "-c", CHILD, data, args.ties, str(args.threads)], env=env,
+                                 check=True, capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                mode, seconds = line.split()
+                key = (build, mode)
+                best[key] = min(best.get(key, 1e9), float(seconds))
+    for (build, mode), seconds in sorted(best.items()):
+        print(f"{build:40s} {mode:9s} best {seconds * 1e3:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
