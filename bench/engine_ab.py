@@ -10,9 +10,9 @@ separate processes makes the slow phases of a shared machine hit both builds ali
 """
 import argparse
 import os
+import site
 import subprocess
 import sys
-import site
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUERIES = 800
