@@ -110,26 +110,32 @@ def _buckets_kernel(q_ptr, db_ptr, q_rel_ptr, db_rel_ptr, n_ptr, r_ptr, Q, N, W,
 @triton.jit
 def _select_kernel(q_ptr, db_ptr, cut_ptr, take_ptr, idx_ptr, dist_ptr, Q, N, W, K,
                    QB: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, USE_PTX: tl.constexpr):
+    # counts and ranks in int32 (the launcher checks N < 2^31); only the output offset needs int64
     q_rows = tl.program_id(0).to(tl.int64) * QB + tl.arange(0, QB)
     q_ok = q_rows < Q
     q_words = _load_rows(q_ptr, q_rows, q_ok, W, BLOCK_W)
-    cut = tl.load(cut_ptr + q_rows, mask=q_ok, other=-1)[:, None]  # cut-off distance d*
-    take_at_cut = tl.load(take_ptr + q_rows, mask=q_ok, other=0)[:, None]  # how many items at d* to keep
-    written = tl.zeros([QB], dtype=tl.int64)
-    seen_at_cut = tl.zeros([QB], dtype=tl.int64)
+    cut = tl.load(cut_ptr + q_rows, mask=q_ok, other=-1).to(tl.int32)[:, None]  # cut-off distance d*
+    take_at_cut = tl.load(take_ptr + q_rows, mask=q_ok, other=0).to(tl.int32)[:, None]  # items at d* to keep
+    out_row = q_rows[:, None] * K
+    written = tl.zeros([QB], dtype=tl.int32)
+    seen_at_cut = tl.zeros([QB], dtype=tl.int32)
     for start in range(0, N, BLOCK_N):
         offs = start + tl.arange(0, BLOCK_N)
         db_ok = offs < N
         d = _distances(q_words, db_ptr, offs, db_ok, W, BLOCK_W, USE_PTX)
         valid = q_ok[:, None] & db_ok[None, :]
-        at_cut = (valid & (d == cut)).to(tl.int64)
-        rank_at_cut = seen_at_cut[:, None] + tl.cumsum(at_cut, axis=1) - at_cut
-        take = (valid & ((d < cut) | ((at_cut != 0) & (rank_at_cut < take_at_cut)))).to(tl.int64)
-        pos = q_rows[:, None] * K + written[:, None] + tl.cumsum(take, axis=1) - take
-        tl.store(idx_ptr + pos, offs.to(tl.int64)[None, :] + tl.zeros_like(pos), mask=take != 0)
-        tl.store(dist_ptr + pos, d, mask=take != 0)
-        written += tl.sum(take, axis=1)
-        seen_at_cut += tl.sum(at_cut, axis=1)
+        at_cut = (valid & (d == cut)).to(tl.int32)
+        below = valid & (d < cut)
+        n_at_cut = tl.sum(at_cut, axis=1)
+        # most tiles hold no item of any query's top-k: skip the scans there
+        if tl.sum(n_at_cut + tl.sum(below.to(tl.int32), axis=1), axis=0) > 0:
+            rank_at_cut = seen_at_cut[:, None] + tl.cumsum(at_cut, axis=1) - at_cut
+            take = (below | ((at_cut != 0) & (rank_at_cut < take_at_cut))).to(tl.int32)
+            pos = out_row + (written[:, None] + tl.cumsum(take, axis=1) - take)
+            tl.store(idx_ptr + pos, offs.to(tl.int64)[None, :] + tl.zeros_like(pos), mask=take != 0)
+            tl.store(dist_ptr + pos, d, mask=take != 0)
+            written += tl.sum(take, axis=1)
+        seen_at_cut += n_at_cut
 
 
 def _use_ptx(device: torch.device) -> bool:
@@ -142,11 +148,12 @@ def _programs_wanted(device: torch.device) -> int:
     return 8 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _tiles(W: int, queries_per_program: int | None, block_n: int | None) -> tuple[int, int]:
+def _tiles(W: int, queries_per_program: int | None, block_n: int | None, gpu_words_per_tile: int) -> tuple[int, int]:
     """(queries per program, database items per tile). The interpreter pays per program and per op, not per
-    element, so it gets big tiles; on the GPU one query per program keeps the histogram small."""
+    element, so it gets big tiles; on the GPU one query per program keeps the histogram small, and the tile
+    holds gpu_words_per_tile code words (measured on an H200: 2048 for the histograms, 256 for the top-k)."""
     qb = queries_per_program or (16 if _INTERPRET else 1)
-    block_n = block_n or (512 if _INTERPRET else max(16, 1024 // triton.next_power_of_2(W)))
+    block_n = block_n or (512 if _INTERPRET else max(16, gpu_words_per_tile // triton.next_power_of_2(W)))
     return qb, block_n
 
 
@@ -184,7 +191,7 @@ def bucket_histograms(query_words: torch.Tensor, db_words: torch.Tensor, bits: i
             query_rel, db_rel = query_rel.to(torch.int32), db_rel.to(torch.int32)
     L = query_rel.shape[1] if multi else 1
     num_d = max(16, triton.next_power_of_2(bits + 1))  # >= 32 histogram bins: at least one per lane of a warp
-    qb, block_n = _tiles(W, queries_per_program, block_n)
+    qb, block_n = _tiles(W, queries_per_program, block_n, 2048)
     q_programs = triton.cdiv(Q, qb)
     splits = max(1, min(triton.cdiv(N, block_n), triton.cdiv(_programs_wanted(dev), q_programs)))
     chunk = triton.cdiv(triton.cdiv(N, splits), block_n) * block_n
@@ -216,8 +223,10 @@ def _select_in_index_order(query_words, db_words, bits, k, n, queries_per_progra
     dist = torch.empty((Q, k), dtype=torch.int32, device=dev)
     if Q == 0:
         return idx, dist
+    if N >= 2 ** 31:
+        raise ValueError(f"the GPU top-k counts in int32: at most 2^31 - 1 database items, got {N}")
     cut, take = cutoff(n, k)
-    qb, block_n = _tiles(W, queries_per_program, block_n)
+    qb, block_n = _tiles(W, queries_per_program, block_n, 256)
     _select_kernel[(triton.cdiv(Q, qb),)](
         query_words.contiguous(), db_words.contiguous(), cut.contiguous(), take.contiguous(), idx, dist,
         Q, N, W, k, QB=qb, BLOCK_N=block_n, BLOCK_W=triton.next_power_of_2(W), USE_PTX=_use_ptx(dev))
@@ -309,7 +318,7 @@ def index_entries(query_words, db_words, bits, q_rel, db_rel, n, k) -> torch.Ten
 
 def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
                   db_labels: torch.Tensor, topk=(100, 1000, "all"), ties: str = "index", radius: int = 2,
-                  pr_ranks=None, query_chunk: int | None = None):
+                  pr_ranks=None, query_chunk: int | None = None, profile: dict | None = None):
     """shc.evaluate for device tensors. The histograms (and, for `index` ties, the top-k entries in index
     order) come from the kernels; every metric is reduced by the engine (shc.metrics.report_from_buckets),
     so the Report equals shc.evaluate's on the same codes exactly.
@@ -317,10 +326,20 @@ def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_label
     `index` ties need the in-bucket order up to the largest rank evaluated (N when topk holds "all" or the
     PR-by-rank grid reaches N): the entries of those items travel to the engine's own index walk, in query
     chunks of ~64 MB. Pass finite topk and pr_ranks (or ties="expected") to keep that transfer small.
+    profile: a dict to receive the seconds of each stage (synchronising the device after each; for tuning).
     """
     from shc import _engine, metrics
 
-    start = time.perf_counter()
+    start = last = time.perf_counter()
+
+    def stage_done(name):
+        nonlocal last
+        if profile is not None:
+            if query_codes.is_cuda:
+                torch.cuda.synchronize(query_codes.device)
+            now = time.perf_counter()
+            profile[name] = profile.get(name, 0.0) + now - last
+            last = now
     q_bits, db_bits = code_bits(query_codes), code_bits(db_codes)
     bits = q_bits.shape[1]
     if db_bits.shape[1] != bits:
@@ -332,8 +351,11 @@ def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_label
     qw, dbw = pack_bits(q_bits), pack_bits(db_bits)
     q_rel, db_rel = label_relevance(query_labels), label_relevance(db_labels)
     N = dbw.shape[0]
+    stage_done("pack")
     n, r = bucket_histograms(qw, dbw, bits, q_rel, db_rel)
+    stage_done("histograms")
     n_host, r_host = n.cpu().numpy(), r.cpu().numpy()
+    stage_done("histograms_to_host")
     index = {}
     if ties == "index":
         if not hasattr(_engine, "index_walk"):
@@ -342,10 +364,17 @@ def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_label
         ap_ranks, hit_ranks = metrics.rank_plan(N, topk, pr_ranks)
         k = int(max(ap_ranks.max(), hit_ranks.max()))
         chunk = query_chunk or max(1, (1 << 25) // k)
-        entries = np.concatenate([
-            index_entries(qw[s:s + chunk], dbw, bits, q_rel[s:s + chunk], db_rel, n[s:s + chunk], k)
-            .to(torch.int16).cpu().numpy().view(np.uint16) for s in range(0, qw.shape[0], chunk)])
+        parts = []
+        for s in range(0, qw.shape[0], chunk):
+            part = index_entries(qw[s:s + chunk], dbw, bits, q_rel[s:s + chunk], db_rel, n[s:s + chunk], k)
+            stage_done("index_select")
+            parts.append(part.to(torch.int16).cpu().numpy().view(np.uint16))
+            stage_done("index_to_host")
+        entries = np.concatenate(parts)
         index["index_ap"], index["index_hits"] = _engine.index_walk(entries, n_host, r_host, bits, N, ap_ranks,
                                                                     hit_ranks)
-    return metrics.report_from_buckets(n_host, r_host, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks,
-                                       seconds=time.perf_counter() - start, **index)
+        stage_done("index_walk")
+    report = metrics.report_from_buckets(n_host, r_host, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks,
+                                         seconds=time.perf_counter() - start, **index)
+    stage_done("report")
+    return report

@@ -75,9 +75,9 @@ def center_loss(u: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor | N
     check_center_loss_inputs(u, centers, labels)
     if _use_triton(u, centers):
         try:
-            from shc.kernels.center_loss import fused_center_loss
+            from shc.kernels.center_loss import apply_fused_center_loss
         except ImportError:  # triton missing on this CUDA install: the reference is exact, only slower
             pass
         else:
-            return fused_center_loss(u, centers, labels, lambd)
+            return apply_fused_center_loss(u, centers, labels, lambd)
     return center_loss_reference(u, centers, labels, lambd)

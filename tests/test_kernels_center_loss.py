@@ -122,6 +122,35 @@ def test_triton_center_loss_many_programs(monkeypatch, multi_label):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_center_loss_scaled_and_repeated_backward(dtype):
+    """The gradient is written by the forward launch: backward must scale it by grad_output, and a
+    retained graph run backward twice must accumulate the same gradient twice (nothing mutated in place)."""
+    u, centers, labels = make_case(37, 48, False, dtype)
+    u = u.detach().clone().requires_grad_()
+    loss = fused_center_loss(u, centers, labels, 0.1)
+    (2.5 * loss).backward(retain_graph=True)
+    first = u.grad.clone()
+    (2.5 * loss).backward()
+    ref_u = u.detach().clone().requires_grad_()
+    (2.5 * center_loss_reference(ref_u, centers, labels, 0.1)).backward()
+    scale = ref_u.grad.float().abs().max().item()
+    torch.testing.assert_close(first.float(), ref_u.grad.float(), rtol=2 * GRAD_RTOL[dtype], atol=1e-6 * scale)
+    torch.testing.assert_close(u.grad, 2 * first)
+
+
+def test_triton_center_loss_without_grad():
+    """No gradient wanted (no_grad, or u without requires_grad): the same value, no backward graph."""
+    u, centers, labels = make_case(37, 48, False, torch.float32)
+    ref = center_loss_reference(u, centers, labels, 0.1)
+    plain = fused_center_loss(u, centers, labels, 0.1)
+    with torch.no_grad():
+        inside = fused_center_loss(u.clone().requires_grad_(), centers, labels, 0.1)
+    assert plain.grad_fn is None and inside.grad_fn is None
+    torch.testing.assert_close(plain, ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(inside, ref, rtol=1e-6, atol=0)
+
+
 def test_triton_center_loss_gradient_is_deterministic():
     u, centers, labels = make_case(301, 64, False, torch.float32)
     _, g1 = loss_and_grad(fused_center_loss, u, centers, labels, 1e-4)

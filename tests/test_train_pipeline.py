@@ -172,6 +172,7 @@ def test_cli_small_run(tmp_path, capsys):
     (["--dataset", "synthetic", "--backbone", "vgg"], "backbone"),
     (["--dataset", "no-such-set"], "unknown dataset"),
     (["--dataset", "synthetic", "--data-option", "sizes"], "KEY=VALUE"),
+    (["--dataset", "synthetic", "--compile", "fast"], "compile must be one of"),
 ])
 def test_cli_bad_inputs(tmp_path, capsys, argv, message):
     code, err = run_cli(capsys, *argv, "--out", str(tmp_path / "bad"), "--no-progress")

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "public code's first-label rule")
     p.add_argument("--multilabel-centers", default="csq", choices=["csq", "first"],
                    help="stage 3, multi-label: sign of the summed label centers (default) or the first label's")
+    p.add_argument("--compile", default="off", metavar="MODE",
+                   help="torch.compile the training step: off, default, reduce-overhead (adds CUDA graphs: small "
+                        "batches on a GPU are launch-bound) or max-autotune; the first steps pay the compile. "
+                        "Default: off")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--nproc", "--nproc-per-node", "--nproc_per_node", dest="nproc", type=int, default=None, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel; default: 1)")
@@ -113,7 +117,7 @@ def config_from_args(args):
         lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, threads=args.threads, device=device,
         similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
         multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
-        resume=args.resume, progress=args.progress, dist_timeout=args.dist_timeout)
+        resume=args.resume, progress=args.progress, compile=args.compile, dist_timeout=args.dist_timeout)
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,11 @@ class LoopOptions:
     workers: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
+    compile: str = "off"  # one of COMPILE_MODES
+
+
+# torch.compile modes for the training step; "reduce-overhead" adds CUDA graphs (small batches are launch-bound)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def say(message: str) -> None:
@@ -44,6 +49,15 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """The module to train through: ``model`` itself ("off") or torch.compile of it (same parameters)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -88,7 +102,7 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
     drop_last = len(split) >= opts.batch_size
     steps = split.num_batches(local_batch, train=True, rank=dist.rank, world_size=dist.world_size,
                               drop_last=drop_last)
-    net = dist.data_parallel(model)  # after the resume load: DDP starts from rank 0's weights
+    net = compile_model(dist.data_parallel(model), opts.compile)  # after the resume load: DDP starts from rank 0
     epochs_bar = tqdm(range(start, opts.epochs), desc=name, initial=start, total=opts.epochs,
                       disable=not (opts.progress and dist.is_main), unit="epoch", leave=False)
     for epoch in epochs_bar:

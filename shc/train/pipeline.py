@@ -70,6 +70,7 @@ class TrainConfig:
     stage1_cache: str | None = None          # shared dir: several runs reuse one stage-1 result
     resume: bool = False
     progress: bool = True
+    compile: str = "off"                     # torch.compile mode of the training step (shc.train.loop.COMPILE_MODES)
     dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds before a collective waiting on a lost worker fails
 
     def resolved(self) -> "TrainConfig":
@@ -107,6 +108,7 @@ def normalize_topk(topk) -> tuple:
 def _check_config(cfg: TrainConfig) -> None:
     from shc.models import list_backbones
     from shc.similarity import MASKS, MULTILABEL_RULES
+    from shc.train.loop import COMPILE_MODES
     from shc.train.stage3 import MULTILABEL_CENTER_RULES
 
     def positive_int(name):
@@ -124,6 +126,8 @@ def _check_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (name == "lr" and v == 0):
             raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {v!r}")
+    if cfg.compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
     if cfg.similarity_mask not in MASKS:
         raise ValueError(f"similarity mask must be one of {MASKS}, got {cfg.similarity_mask!r}")
     if cfg.similarity_multilabel not in MULTILABEL_RULES:
@@ -221,7 +225,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     def loop_options(epochs):
         return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                            final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=device,
-                           progress=cfg.progress)
+                           progress=cfg.progress, compile=cfg.compile)
 
     weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet") else None)
     model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
