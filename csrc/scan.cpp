@@ -45,11 +45,36 @@ SHC_VECTOR_CLONES void make_keys(const Labels& db, const Labels& query, size_t q
     }
 }
 
+// bit i of out: item begin + i (begin a multiple of 64) shares a label with query qi
+void relevant_bits(const Database& db, const Labels& query, size_t qi, size_t begin, size_t count, uint64_t* out) {
+    const size_t words = (count + 63) / 64, first = begin / 64, label_words = db.labels.words;
+    std::fill(out, out + words, uint64_t(0));
+    for (size_t w = 0; w < label_words; ++w)
+        for (uint64_t labels = query.bitmaps[qi * label_words + w]; labels != 0; labels &= labels - 1) {
+            const size_t label = 64 * w + size_t(__builtin_ctzll(labels));
+            const uint64_t* items = db.items_by_label + label * db.item_words + first;
+            for (size_t k = 0; k < words; ++k) out[k] |= items[k];
+        }
+}
+
 void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
     for (size_t x = 0; x < width; ++x) out[x] = hist[x] + hist[width + x] + hist[2 * width + x] + hist[3 * width + x];
 }
 
 }  // namespace
+
+Database with_items_by_label(const Database& db, std::vector<uint64_t>& storage) {
+    Database out = db;
+    if (!fused_keys_fit(db) || db.labels.bitmaps == nullptr) return out;  // no fused kernel, or class ids
+    out.item_words = (db.n + 63) / 64;
+    storage.assign(64 * db.labels.words * out.item_words, 0);
+    for (size_t i = 0; i < db.n; ++i)
+        for (size_t w = 0; w < db.labels.words; ++w)
+            for (uint64_t labels = db.labels.bitmaps[i * db.labels.words + w]; labels != 0; labels &= labels - 1)
+                storage[(64 * w + size_t(__builtin_ctzll(labels))) * out.item_words + i / 64] |= uint64_t(1) << (i % 64);
+    out.items_by_label = storage.data();
+    return out;
+}
 
 template <class Key>
 QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
@@ -78,6 +103,8 @@ void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_la
     std::fill(count_.begin(), count_.end(), 0u);
     const size_t width = 2 * buckets_;
     alignas(64) uint16_t dist[kBlock];
+    alignas(64) uint64_t relevant[kBlock / 64];
+    const bool by_label = db_.items_by_label != nullptr;
     PendingKeys pending;  // counted by the next kernel call, the next block's first query's for the last query
     pending.width = width;
     size_t calls = 0;
@@ -92,7 +119,8 @@ void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_la
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
             if constexpr (std::is_same_v<Key, uint8_t>) {
                 if (fused_ != nullptr) {
-                    fused_(query_codes, query_labels, qi, db_, begin, m, key, pending);
+                    if (by_label) relevant_bits(db_, query_labels, qi, begin, m, relevant);
+                    fused_(query_codes, query_labels, qi, db_, begin, m, relevant, key, pending);
                     pending = PendingKeys{key, m, hist, width};
                     continue;
                 }

@@ -23,7 +23,17 @@ struct Database {
     size_t words = 0;
     int bits = 0;  // q: distances are 0..q
     Labels labels;
+    // Optional label-major copy of the bitmaps (with_items_by_label): label l's items are the bits of
+    // items_by_label[l * item_words, (l + 1) * item_words), item i at bit i % 64 of word i / 64.
+    const uint64_t* items_by_label = nullptr;
+    size_t item_words = 0;
 };
+
+// db, with items_by_label built into `storage` where the fused kernels use it (AVX2, codes of one word, label
+// bitmaps of one or two words): a query's relevance to a block of items is then the OR of its labels' bitsets —
+// a few words per 64 items for the usual handful of labels per query — instead of an AND and a narrowing of
+// every item's label row. Costs 64 x label words x N / 8 bytes, N x labels-per-item bit sets to build.
+Database with_items_by_label(const Database& db, std::vector<uint64_t>& storage);
 
 // Sub-histograms interleaved by item (item i counts in sub-histogram i % 4, `width` keys each): equal
 // neighbouring keys do not chain their increments.
@@ -51,12 +61,15 @@ struct PendingKeys {
 // of the keys and the scalar increments of the counts overlap in one loop. (Counting a loop's own keys through
 // registers measured 1.8x slower; counting them in a second loop leaves the vector units idle meanwhile.)
 // fused_key_kernel() gives one where it fits the database (scan_avx2.cpp: AVX2, 64-bit codes — byte keys —,
-// class ids or label bitmaps of one or two words), else null, and the scan runs the Hamming kernel, make_keys and
-// count_keys.
+// class ids, or label bitmaps of one or two words with items_by_label), else null, and the scan runs the Hamming
+// kernel, make_keys and count_keys.
+// Label bitmaps need db.items_by_label: `relevant` then holds the query's relevance to items [begin, begin + count)
+// as bits (item begin + i at bit i % 64 of word i / 64); class ids ignore it.
 using KeyKernel = void (*)(const uint64_t* query_codes, const Labels& query_labels, size_t query_index,
-                           const Database& db, size_t begin, size_t count, uint8_t* keys,
+                           const Database& db, size_t begin, size_t count, const uint64_t* relevant, uint8_t* keys,
                            const PendingKeys& pending);
 KeyKernel fused_key_kernel(const Database& db);
+bool fused_keys_fit(const Database& db);  // a fused kernel exists for db (given items_by_label for bitmaps)
 
 // Largest q the engine supports (keys distance << 1 | relevant are held in uint16).
 constexpr int kMaxBits = 32767;

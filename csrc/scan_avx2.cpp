@@ -1,7 +1,8 @@
 // Fused AVX2 key kernels for 64-bit codes: distance, relevance and key of 16 database items per step, without the
 // intermediate distance array of the generic path (Hamming kernel, then make_keys). Keys are built in 16-bit
 // lanes as (distance << 1) + relevant, the doubled distance read straight off a doubled popcount table, and
-// stored as bytes (q <= 64).
+// stored as bytes (q <= 64). Relevance: class ids compared in the kernel; label bitmaps as the bits the scan
+// ORs from the query's labels' item bitsets (Database::items_by_label), 16 of them broadcast and tested per step.
 #include "scan.h"
 #include "popcount_avx2.h"
 
@@ -31,38 +32,6 @@ SHC_AVX2 inline __m256i doubled_distances16(__m256i query, const uint64_t* codes
                   doubled_distances4(query, codes + 8), doubled_distances4(query, codes + 12));
 }
 
-// the v-th vector of label rows, AND the query's bitmap
-SHC_AVX2 inline __m256i masked(const uint64_t* rows, size_t v, __m256i query_bitmap) {
-    return _mm256_and_si256(load(rows + 4 * v), query_bitmap);
-}
-
-// -1 per 16-bit lane (items 0..15, in order) where the item's label row (`words` uint64) shares no label with
-// the query. The masked rows are narrowed with signed saturating packs, which keep every nonzero 32- or 16-bit
-// lane nonzero, until each item is one lane; one compare with zero then decides all of them.
-template <size_t words>
-SHC_AVX2 inline __m256i unrelated16(const uint64_t* rows, __m256i qb) {
-    const __m256i zero = _mm256_setzero_si256();
-    if constexpr (words == 1) {
-        // vector v holds items 4v..4v+3 as two 32-bit lanes each; two packs leave two bytes per item
-        const __m256i x = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 0, qb), masked(rows, 1, qb)),
-                                             _mm256_packs_epi32(masked(rows, 2, qb), masked(rows, 3, qb)));
-        // 16-bit lanes in the order (0, 1, 4, 5, 8, 9, 12, 13 | 2, 3, 6, 7, 10, 11, 14, 15) as 64-bit units: fix it
-        return _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi16(x, zero), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    } else {
-        // vector v holds items 2v, 2v + 1 as four 32-bit lanes each; three packs leave four bytes per item
-        const __m256i x0 = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 0, qb), masked(rows, 1, qb)),
-                                              _mm256_packs_epi32(masked(rows, 2, qb), masked(rows, 3, qb)));
-        const __m256i x1 = _mm256_packs_epi16(_mm256_packs_epi32(masked(rows, 4, qb), masked(rows, 5, qb)),
-                                              _mm256_packs_epi32(masked(rows, 6, qb), masked(rows, 7, qb)));
-        // items as 16-bit lanes (0, 2, 4, 6, 8, 10, 12, 14 | 1, 3, ..., 15): interleave the two halves
-        const __m256i z = _mm256_packs_epi32(_mm256_cmpeq_epi32(x0, zero), _mm256_cmpeq_epi32(x1, zero));
-        const __m256i halves = _mm256_permute4x64_epi64(z, _MM_SHUFFLE(3, 1, 2, 0));
-        const __m256i interleave = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,  //
-                                                    0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-        return _mm256_shuffle_epi8(halves, interleave);
-    }
-}
-
 // the pending keys [i, i + 16), if there are that many; after the vector loop, the rest from `done` on
 inline void count_pending16(const PendingKeys& pending, size_t i) {
     if (i + 16 <= pending.count) count_keys(pending.keys, i, i + 16, pending.hist, pending.width);
@@ -84,8 +53,7 @@ SHC_AVX2 inline void store16(uint8_t* keys, __m256i key) {
 
 // relevant = same class id
 SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                       size_t begin, size_t count, uint8_t* keys,
-                       const PendingKeys& pending) {
+                       size_t begin, size_t count, const uint64_t*, uint8_t* keys, const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
     const int32_t qid = query_labels.ids[qi];
     const uint64_t* codes = db.codes + begin;
@@ -104,46 +72,42 @@ SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, 
     for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], ids[i] == qid);
 }
 
-// relevant = the label bitmaps (words = 1 or 2) share a bit
-template <size_t words>
-SHC_AVX2 void keys_bitmaps(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                           size_t begin, size_t count, uint8_t* keys,
-                       const PendingKeys& pending) {
+// relevant = bit i of `relevant` (the query's labels' item bitsets, OR-ed by the scan)
+SHC_AVX2 void keys_relevant_bits(const uint64_t* query_codes, const Labels&, size_t qi, const Database& db,
+                                 size_t begin, size_t count, const uint64_t* relevant, uint8_t* keys,
+                                 const PendingKeys& pending) {
     const uint64_t q = query_codes[qi];
-    const uint64_t* qb = query_labels.bitmaps + qi * words;
     const uint64_t* codes = db.codes + begin;
-    const uint64_t* rows = db.labels.bitmaps + begin * words;
     const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q));
-    const __m256i qbv = words == 1 ? _mm256_set1_epi64x(static_cast<long long>(qb[0]))
-                                   : _mm256_setr_epi64x(qb[0], qb[words - 1], qb[0], qb[words - 1]);
-    const __m256i one = _mm256_set1_epi16(1);
+    // lane i tests bit i of the broadcast 16-bit relevance: -1 where relevant
+    const __m256i lane_bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192,
+                                               16384, -32768);
     size_t i = 0;
     for (; i + 16 <= count; i += 16) {
-        const __m256i z = unrelated16<words>(rows + i * words, qbv);
-        const __m256i key = _mm256_add_epi16(_mm256_add_epi16(doubled_distances16(qv, codes + i), one), z);
-        store16(keys + i, key);
+        const int bits16 = int(relevant[i / 64] >> (i % 64)) & 0xffff;
+        const __m256i rel = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(short(bits16)), lane_bit), lane_bit);
+        store16(keys + i, _mm256_sub_epi16(doubled_distances16(qv, codes + i), rel));
         count_pending16(pending, i);
     }
     count_pending_rest(pending, i);  // i: past the last full group of 16
-    for (; i < count; ++i) {
-        uint64_t shared = 0;
-        for (size_t w = 0; w < words; ++w) shared |= rows[i * words + w] & qb[w];
-        keys[i] = scalar_key(q, codes[i], shared != 0);
-    }
+    for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], (relevant[i / 64] >> (i % 64)) & 1);
 }
 
 }  // namespace
 
+bool fused_keys_fit(const Database& db) {
+    if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.words != 1) return false;
+    return db.labels.ids != nullptr || (db.labels.bitmaps != nullptr && db.labels.words <= 2);
+}
+
 KeyKernel fused_key_kernel(const Database& db) {
-    if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.words != 1) return nullptr;
+    if (!fused_keys_fit(db)) return nullptr;
     if (db.labels.ids != nullptr) return keys_ids;
-    if (db.labels.bitmaps == nullptr) return nullptr;
-    if (db.labels.words == 1) return keys_bitmaps<1>;
-    if (db.labels.words == 2) return keys_bitmaps<2>;
-    return nullptr;
+    return db.items_by_label != nullptr ? keys_relevant_bits : nullptr;
 }
 
 #else
+bool fused_keys_fit(const Database&) { return false; }
 KeyKernel fused_key_kernel(const Database&) { return nullptr; }
 #endif
 
