@@ -51,10 +51,14 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model
 
 
-def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """The module to train through: ``model`` itself ("off") or torch.compile of it (same parameters)."""
+def check_compile_mode(mode: str) -> None:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+
+
+def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """The module to train through: ``model`` itself ("off") or torch.compile of it (same parameters)."""
+    check_compile_mode(mode)
     if mode == "off":
         return model
     return torch.compile(model, mode=None if mode == "default" else mode)

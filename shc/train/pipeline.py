@@ -108,7 +108,7 @@ def normalize_topk(topk) -> tuple:
 def _check_config(cfg: TrainConfig) -> None:
     from shc.models import list_backbones
     from shc.similarity import MASKS, MULTILABEL_RULES
-    from shc.train.loop import COMPILE_MODES
+    from shc.train.loop import check_compile_mode
     from shc.train.stage3 import MULTILABEL_CENTER_RULES
 
     def positive_int(name):
@@ -126,8 +126,7 @@ def _check_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (name == "lr" and v == 0):
             raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {v!r}")
-    if cfg.compile not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
+    check_compile_mode(cfg.compile)
     if cfg.similarity_mask not in MASKS:
         raise ValueError(f"similarity mask must be one of {MASKS}, got {cfg.similarity_mask!r}")
     if cfg.similarity_multilabel not in MULTILABEL_RULES:
