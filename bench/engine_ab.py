@@ -1,18 +1,25 @@
 """Engine-only A/B timing of two shc builds on the same data, alternating, for a shared machine.
 
     python bench/engine_ab.py PKG_A PKG_B [--workload a_mscoco] [--ties index,expected] [--rounds 6] [--threads 1]
+                              [--interleave]
 
 PKG_A / PKG_B are directories holding a built ``shc`` package (e.g. a copy of ``shc/`` with its ``_engine*.so``
 taken before and after a change). Each round runs every build in its own process (``python -S``, so an editable
 install does not shadow it) on the first 800 queries of the workload, already packed, and keeps the best of 4
 calls of ``shc._engine.evaluate``; the best over all rounds is printed per build and tie mode. Alternating in
-separate processes makes the slow phases of a shared machine hit both builds alike.
+separate processes makes the slow phases of a shared machine hit both builds alike. --interleave instead loads
+both builds' engines into one process and alternates single calls (--rounds of them per build), printing the best
+and the median: slow phases of a few seconds then hit both builds alike too, and the medians can be compared.
 """
 import argparse
+import glob
+import importlib.util
 import os
 import site
+import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUERIES = 800
@@ -56,10 +63,13 @@ def main():
     p.add_argument("--ties", default="index")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--interleave", action="store_true", help="one process, single calls alternating")
     args = p.parse_args()
     data = packed_workload(args.workload, os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                        f"shc_ab_{args.workload}.npz"))
     print("load", open("/proc/loadavg").read().split()[0])
+    if args.interleave:
+        return interleave(args, data)
     best = {}
     for _ in range(args.rounds):
         for build in args.builds:
@@ -72,6 +82,32 @@ def main():
                 best[key] = min(best.get(key, 1e9), float(seconds))
     for (build, mode), seconds in sorted(best.items()):
         print(f"{build:40s} {mode:9s} best {seconds * 1e3:7.1f} ms")
+
+
+def interleave(args, data):
+    """Both builds' engines in this process (as modules b0._engine, b1._engine), single calls alternating."""
+    import numpy as np
+    engines = []
+    for i, build in enumerate(args.builds):
+        path = glob.glob(os.path.join(build, "shc", "_engine*.so"))[0]
+        spec = importlib.util.spec_from_file_location(f"b{i}._engine", path)
+        engines.append(importlib.util.module_from_spec(spec))
+        spec.loader.exec_module(engines[-1])
+    z = np.load(data)
+    get = lambda k: z[k] if k in z.files else None  # noqa: E731
+    for mode in args.ties.split(","):
+        call = (z["q"], z["d"], int(z["bits"]), get("query_ids"), get("db_ids"), get("query_bitmaps"),
+                get("db_bitmaps"), mode, z["ap"], z["hit"], args.threads)
+        times = [[] for _ in engines]
+        for engine in engines:
+            engine.evaluate(*call)  # warm-up
+        for _ in range(args.rounds):
+            for engine, t in zip(engines, times):
+                start = time.perf_counter()
+                engine.evaluate(*call)
+                t.append(time.perf_counter() - start)
+        for build, t in zip(args.builds, times):
+            print(f"{build:40s} {mode:9s} best {min(t) * 1e3:7.1f} ms  median {statistics.median(t) * 1e3:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -119,8 +119,8 @@ int resolve_threads(int threads) {
 }
 
 Summary evaluate(const QuerySet& queries, const Database& db_in, Ties ties, const RankPlan& plan, int threads) {
-    std::vector<uint64_t> items_by_label;
-    const Database db = with_items_by_label(db_in, items_by_label);
+    ScanLayout layout;
+    const Database db = with_scan_layout(db_in, layout);
     std::vector<long double> harmonic;
     if (ties != Ties::Index) harmonic = harmonic_table(db.n);
     const size_t buckets = size_t(db.bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
@@ -193,8 +193,8 @@ void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, i
 }
 
 void buckets(const QuerySet& queries, const Database& db_in, int threads, int64_t* n, int64_t* r) {
-    std::vector<uint64_t> items_by_label;
-    const Database db = with_items_by_label(db_in, items_by_label);
+    ScanLayout layout;
+    const Database db = with_scan_layout(db_in, layout);
     with_key_type(db, [&](auto key_type) {
         using Scanner = QueryScanner<decltype(key_type)>;
         const size_t width = static_cast<size_t>(db.bits) + 1, batch = Scanner::kBatch;

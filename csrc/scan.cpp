@@ -13,8 +13,6 @@ namespace {
 #define SHC_VECTOR_CLONES
 #endif
 
-constexpr size_t kBlock = 1024;  // database items per block: distances stay in L1 between the two steps
-
 // key[i] = distance[i] << 1 | (database item begin + i relevant to the query). Plain loops over restrict
 // pointers, so the compiler vectorises them; the AVX2 clone (chosen at load time) has the 64-bit compares SSE2 lacks.
 template <class Key>
@@ -45,16 +43,25 @@ SHC_VECTOR_CLONES void make_keys(const Labels& db, const Labels& query, size_t q
     }
 }
 
-// bit i of out: item begin + i (begin a multiple of 64) shares a label with query qi
-void relevant_bits(const Database& db, const Labels& query, size_t qi, size_t begin, size_t count, uint64_t* out) {
-    const size_t words = (count + 63) / 64, first = begin / 64, label_words = db.labels.words;
-    std::fill(out, out + words, uint64_t(0));
-    for (size_t w = 0; w < label_words; ++w)
-        for (uint64_t labels = query.bitmaps[qi * label_words + w]; labels != 0; labels &= labels - 1) {
-            const size_t label = 64 * w + size_t(__builtin_ctzll(labels));
-            const uint64_t* items = db.items_by_label + label * db.item_words + first;
-            for (size_t k = 0; k < words; ++k) out[k] |= items[k];
-        }
+// Bit i of out[j kBlockWords, + kBlockWords): item begin + i shares a label with query first + j, for the
+// queries of a batch; with `prefetch`, the same labels' bitsets of the next block are requested meanwhile (a
+// block's bitsets of all labels span kilobytes, and the few the batch reads are not in a pattern the hardware
+// prefetcher follows).
+void relevant_bits(const Database& db, const Labels& query, size_t first, size_t count, size_t begin,
+                   bool prefetch, uint64_t* __restrict out) {
+    const size_t label_words = db.labels.words, block_words = 64 * label_words * kBlockWords;
+    const uint64_t* block = db.items_by_label + (begin / kBlock) * block_words;
+    for (size_t j = 0; j < count; ++j, out += kBlockWords) {
+        uint64_t bits[kBlockWords] = {};
+        for (size_t w = 0; w < label_words; ++w)
+            for (uint64_t labels = query.bitmaps[(first + j) * label_words + w]; labels != 0; labels &= labels - 1) {
+                const uint64_t* __restrict items = block + (64 * w + size_t(__builtin_ctzll(labels))) * kBlockWords;
+                for (size_t k = 0; k < kBlockWords; ++k) bits[k] |= items[k];
+                if (prefetch)
+                    for (size_t k = 0; k < kBlockWords; k += 8) __builtin_prefetch(items + block_words + k);
+            }
+        std::copy(bits, bits + kBlockWords, out);
+    }
 }
 
 void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
@@ -63,28 +70,20 @@ void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
 
 }  // namespace
 
-Database with_items_by_label(const Database& db, std::vector<uint64_t>& storage) {
-    Database out = db;
-    if (!fused_keys_fit(db) || db.labels.bitmaps == nullptr) return out;  // no fused kernel, or class ids
-    out.item_words = (db.n + 63) / 64;
-    storage.assign(64 * db.labels.words * out.item_words, 0);
-    for (size_t i = 0; i < db.n; ++i)
-        for (size_t w = 0; w < db.labels.words; ++w)
-            for (uint64_t labels = db.labels.bitmaps[i * db.labels.words + w]; labels != 0; labels &= labels - 1)
-                storage[(64 * w + size_t(__builtin_ctzll(labels))) * out.item_words + i / 64] |= uint64_t(1) << (i % 64);
-    out.items_by_label = storage.data();
-    return out;
-}
-
 template <class Key>
 QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
-    : db_(db), hamming_(hamming_kernel(db.words)), fused_(nullptr), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
+    : db_(db), hamming_(hamming_kernel(db.words)), batch_(nullptr), keep_(keep_keys), buckets_(size_t(db.bits) + 1),
       count_(kBatch * kSubHistograms * 2 * buckets_) {
-    if constexpr (std::is_same_v<Key, uint8_t>) fused_ = fused_key_kernel(db);
-    if (!keep_) {
-        block_keys_.resize(2 * kBlock);  // two queries' keys: the current one's and the pending ones
-        return;
+    if constexpr (std::is_same_v<Key, uint8_t>) batch_ = batch_key_kernel(db);  // byte keys only
+    if (batch_ != nullptr) {
+        tables_.resize(kBatch * db.code_bytes * 2 * kGroup);
+        spare_hist_.resize(2 * buckets_);
     }
+    if (batch_ != nullptr)
+        batch_keys_.resize(2 * kBatch * kBlock);  // the current block's and the pending block's
+    else if (!keep_)
+        block_keys_.resize(kBlock);
+    if (!keep_) return;
     keys_.resize(kBatch * db.n);
     // marks cost 2 (q + 1) counters each: one per block, or fewer (longer segments) so that they take about
     // as much memory as the keys
@@ -99,40 +98,13 @@ QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
 
 template <class Key>
 void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count,
-                        int64_t* n, int64_t* r) {
+                             int64_t* n, int64_t* r) {
     std::fill(count_.begin(), count_.end(), 0u);
     const size_t width = 2 * buckets_;
-    alignas(64) uint16_t dist[kBlock];
-    alignas(64) uint64_t relevant[kBlock / 64];
-    const bool by_label = db_.items_by_label != nullptr;
-    PendingKeys pending;  // counted by the next kernel call, the next block's first query's for the last query
-    pending.width = width;
-    size_t calls = 0;
-    for (size_t begin = 0; begin < db_.n; begin += kBlock) {
-        const size_t m = std::min(kBlock, db_.n - begin);
-        for (size_t j = 0; j < count; ++j) {
-            const size_t qi = first + j;
-            uint32_t* hist = count_.data() + j * kSubHistograms * width;
-            // not keeping keys: the two halves of block_keys_ alternate, so the pending keys stay intact
-            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data() + (++calls % 2) * kBlock;
-            if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
-                sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
-            if constexpr (std::is_same_v<Key, uint8_t>) {
-                if (fused_ != nullptr) {
-                    if (by_label) relevant_bits(db_, query_labels, qi, begin, m, relevant);
-                    fused_(query_codes, query_labels, qi, db_, begin, m, relevant, key, pending);
-                    pending = PendingKeys{key, m, hist, width};
-                    continue;
-                }
-            }
-            {
-                hamming_(query_codes + qi * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
-                make_keys(db_.labels, query_labels, qi, begin, m, dist, key);
-                count_keys(key, 0, m, hist, width);
-            }
-        }
-    }
-    count_keys(pending.keys, 0, pending.count, pending.hist, width);  // the last block's last query
+    if (batch_ != nullptr)
+        scan_batch(query_codes, query_labels, first, count);
+    else
+        scan_each(query_codes, query_labels, first, count);
     std::vector<uint32_t> total(width);
     for (size_t j = 0; j < count; ++j) {
         sum_sub_histograms(count_.data() + j * kSubHistograms * width, width, total.data());
@@ -141,6 +113,73 @@ void QueryScanner<Key>::scan(const uint64_t* query_codes, const Labels& query_la
             r[j * buckets_ + d] = total[2 * d + 1];
         }
     }
+}
+
+// The generic path, query by query: Hamming kernel, keys, histogram (4 sub-histograms).
+template <class Key>
+void QueryScanner<Key>::scan_each(const uint64_t* query_codes, const Labels& query_labels, size_t first,
+                                  size_t count) {
+    const size_t width = 2 * buckets_;
+    alignas(64) uint16_t dist[kBlock];
+    for (size_t begin = 0; begin < db_.n; begin += kBlock) {
+        const size_t m = std::min(kBlock, db_.n - begin);
+        for (size_t j = 0; j < count; ++j) {
+            uint32_t* hist = count_.data() + j * kSubHistograms * width;
+            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data();
+            if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
+                sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
+            hamming_(query_codes + (first + j) * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
+            make_keys(db_.labels, query_labels, first + j, begin, m, dist, key);
+            count_keys(key, 0, m, hist, width);
+        }
+    }
+}
+
+// The batch kernel: all the batch's keys of a block per call, the previous block's counted meanwhile.
+template <class Key>
+void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& query_labels, size_t first,
+                                   size_t count) {
+    const size_t width = 2 * buckets_;
+    alignas(64) uint64_t relevant[kBatch * kBlockWords];
+    alignas(64) uint16_t query_ids[kBatch] = {};
+    BatchBlock block;
+    block.tables = tables_.data();
+    block.relevant = relevant;
+    block.query_ids = query_ids;
+    // unused slots of a short batch: any query's tables (their keys go to real rows and are never read), no counts
+    for (size_t j = 0; j < kBatch; ++j) {
+        const size_t qi = first + std::min(j, count - 1);
+        nibble_tables(reinterpret_cast<const uint8_t*>(query_codes + qi * db_.words), db_.code_bytes,
+                      tables_.data() + j * db_.code_bytes * 2 * kGroup);
+        // database ids are < kNoClass here (batch_kernel_fits), so a larger query id matches no item
+        if (query_labels.ids != nullptr)
+            query_ids[j] = uint16_t(std::min<uint32_t>(uint32_t(query_labels.ids[qi]), kNoClass));
+    }
+    PendingKeys pending;
+    size_t blocks = 0;
+    for (size_t begin = 0; begin < db_.n; begin += kBlock, ++blocks) {
+        block.begin = begin;
+        block.count = std::min(kBlock, db_.n - begin);
+        for (size_t j = 0; j < kBatch; ++j) block.keys[j] = batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
+        if (query_labels.bitmaps != nullptr)
+            relevant_bits(db_, query_labels, first, count, begin, begin + kBlock < db_.n, relevant);
+        batch_(db_, block, pending);
+        // kept keys are copied out afterwards: the kernel stores into lines already in L1 (storing into the
+        // N-byte rows directly, a new line every 64 items for each query, measured slower)
+        if (keep_)
+            for (size_t j = 0; j < count; ++j) std::copy_n(block.keys[j], block.count, keys_.data() + j * db_.n + begin);
+        // the previous block's keys are counted now: every key of the batch before `begin`
+        if (keep_ && begin % segment_ == 0)  // (the kernel counts into the first sub-histogram only)
+            for (size_t j = 0; j < count; ++j)
+                std::copy_n(count_.data() + j * kSubHistograms * width, width,
+                            marks_.data() + (j * segments_ + begin / segment_) * width);
+        for (size_t j = 0; j < kBatch; ++j) {
+            pending.keys[j] = block.keys[j];
+            pending.hist[j] = j < count ? count_.data() + j * kSubHistograms * width : spare_hist_.data();
+        }
+        pending.count = block.count;
+    }
+    count_pending(pending, 0, pending.count);  // the last block
 }
 
 template <class Key>

@@ -24,17 +24,65 @@ struct Database {
     size_t words = 0;
     int bits = 0;  // q: distances are 0..q
     Labels labels;
-    // Optional label-major copy of the bitmaps (with_items_by_label): label l's items are the bits of
-    // items_by_label[l * item_words, (l + 1) * item_words), item i at bit i % 64 of word i / 64.
+    // The batch kernel's copies of the database (with_scan_layout); null where it does not fit.
+    const uint8_t* grouped_codes = nullptr;  // byte b of item 32 g + i at [(g code_bytes + b) 32 + i]
+    size_t code_bytes = 0;
+    const uint16_t* grouped_ids = nullptr;   // class ids by 32-item group, in the kernel's order (scan_avx2.cpp)
+    // label bitmaps as item bitsets block by block: label l's items of block k (items k kBlock + i) are the
+    // bits of items_by_label[(k label_count + l) kBlockWords, + kBlockWords), item i at bit i % 64 of word i / 64
     const uint64_t* items_by_label = nullptr;
-    size_t item_words = 0;
 };
 
-// db, with items_by_label built into `storage` where the fused kernels use it (AVX2, codes of one word, label
-// bitmaps of one or two words): a query's relevance to a block of items is then the OR of its labels' bitsets —
-// a few words per 64 items for the usual handful of labels per query — instead of an AND and a narrowing of
-// every item's label row. Costs 64 x label words x N / 8 bytes, N x labels-per-item bit sets to build.
-Database with_items_by_label(const Database& db, std::vector<uint64_t>& storage);
+constexpr size_t kBlock = 1024;  // database items per block: a block's codes, labels and keys stay in L1
+constexpr size_t kBlockWords = kBlock / 64;
+constexpr size_t kGroup = 32;    // items per vector of byte keys
+constexpr size_t kBatch = 8;     // queries scanned together: each block is read once per batch
+
+// Storage of with_scan_layout's copies.
+struct ScanLayout {
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> ids;
+    std::vector<uint64_t> items_by_label;
+};
+
+// db with the batch kernel's copies built into `storage` where the kernel fits (batch_kernel_fits): the codes
+// regrouped so that one vector holds the same byte of 32 items (N x code_bytes bytes), and class ids as uint16
+// (2N bytes) or label bitmaps as item bitsets (64 x label words x N / 8 bytes), so that a query's relevance to
+// a block is the OR of its few labels' bitsets instead of an AND and a narrowing of every item's label row.
+Database with_scan_layout(const Database& db, ScanLayout& storage);
+// AVX2, q <= kMaxByteKeyBits (byte keys), and class ids < kNoClass or label bitmaps of one or two words
+bool batch_kernel_fits(const Database& db);
+constexpr uint32_t kNoClass = 0xffff;  // the batch kernel's class ids are uint16: this one is no item's
+
+// One block of the batch kernel: the keys (keys.h) of kBatch queries for items [begin, begin + count).
+struct BatchBlock {
+    const uint8_t* tables = nullptr;      // kBatch x code_bytes x {low, high nibble} x 32 bytes (nibble_tables)
+    const uint16_t* query_ids = nullptr;  // kBatch class ids (class-id relevance)
+    const uint64_t* relevant = nullptr;   // kBatch x kBlockWords relevance bits (label bitmaps: relevant_bits)
+    size_t begin = 0, count = 0;
+    uint8_t* keys[kBatch] = {};           // where each query's keys of the block go
+};
+
+// The previous block's keys, counted by the next kernel call: hist[j][keys[j][i]] += 1 for i < count.
+struct PendingKeys {
+    const uint8_t* keys[kBatch] = {};
+    uint32_t* hist[kBatch] = {};
+    size_t count = 0;
+};
+
+// The batch kernel (scan_avx2.cpp), as in PQ fast-scan: a query's distance to an item is the sum over the code's
+// nibbles of a 16-entry table (doubled popcount of the query nibble XOR each value), looked up by vpshufb for
+// 32 items at once on the regrouped codes. Each code byte is loaded and split into nibbles once for the whole
+// batch, and the distances come out as bytes in item order: no per-item popcount, lane sum or packing (twice
+// the keys per vector op of a popcount kernel). After each group of 32 items it counts that group of the pending
+// keys of every query (count_pending), so the scalar increments overlap the vector work of the next group.
+using BatchKernel = void (*)(const Database& db, const BatchBlock& block, const PendingKeys& pending);
+BatchKernel batch_key_kernel(const Database& db);  // for a db made by with_scan_layout; null where none fits
+// keys [from, to) of every query, the queries' increments interleaved: their histograms are independent, so
+// no increment waits on the previous one to the same counter (the generic path uses sub-histograms instead)
+void count_pending(const PendingKeys& pending, size_t from, size_t to);
+// tables for query code `code` (code_bytes bytes) into out (code_bytes x 2 x 32 bytes)
+void nibble_tables(const uint8_t* code, size_t code_bytes, uint8_t* out);
 
 // Sub-histograms interleaved by item (item i counts in sub-histogram i % 4, `width` keys each): equal
 // neighbouring keys do not chain their increments.
@@ -46,7 +94,7 @@ inline void count_keys(const Key* keys, size_t from, size_t to, uint32_t* hist, 
     static_assert(kSubHistograms == 4, "the byte-key loop below spreads eight keys over four sub-histograms");
     size_t i = from;
     if constexpr (sizeof(Key) == 1) {
-        // eight byte keys per load: in the fused kernels' loop the load ports, not the adds, run short
+        // eight byte keys per load: fewer loads beside the increments
         uint32_t *h0 = hist, *h1 = hist + width, *h2 = hist + 2 * width, *h3 = hist + 3 * width;
         for (; i + 8 <= to; i += 8) {
             uint64_t k;
@@ -59,29 +107,6 @@ inline void count_keys(const Key* keys, size_t from, size_t to, uint32_t* hist, 
         for (size_t s = 0; s < kSubHistograms; ++s) ++hist[s * width + keys[i + s]];
     for (; i < to; ++i) ++hist[(i % kSubHistograms) * width + keys[i]];
 }
-
-// Keys still to be counted: the previous query's keys of the block, counted by the next kernel call.
-struct PendingKeys {
-    const uint8_t* keys = nullptr;
-    size_t count = 0;
-    uint32_t* hist = nullptr;  // kSubHistograms x width
-    size_t width = 0;
-};
-
-// One query's keys (keys.h) for database items [begin, begin + count) in a single pass (distance and relevance
-// fused), while counting `pending` (keys computed earlier, already in L1) into their histogram: the vector work
-// of the keys and the scalar increments of the counts overlap in one loop. (Counting a loop's own keys through
-// registers measured 1.8x slower; counting them in a second loop leaves the vector units idle meanwhile.)
-// fused_key_kernel() gives one where it fits the database (scan_avx2.cpp: AVX2, 64-bit codes — byte keys —,
-// class ids, or label bitmaps of one or two words with items_by_label), else null, and the scan runs the Hamming
-// kernel, make_keys and count_keys.
-// Label bitmaps need db.items_by_label: `relevant` then holds the query's relevance to items [begin, begin + count)
-// as bits (item begin + i at bit i % 64 of word i / 64); class ids ignore it.
-using KeyKernel = void (*)(const uint64_t* query_codes, const Labels& query_labels, size_t query_index,
-                           const Database& db, size_t begin, size_t count, const uint64_t* relevant, uint8_t* keys,
-                           const PendingKeys& pending);
-KeyKernel fused_key_kernel(const Database& db);
-bool fused_keys_fit(const Database& db);  // a fused kernel exists for db (given items_by_label for bitmaps)
 
 // Largest q the engine supports (keys distance << 1 | relevant are held in uint16).
 constexpr int kMaxBits = 32767;
@@ -96,7 +121,7 @@ constexpr int kMaxBits = 32767;
 template <class Key>
 class QueryScanner {
 public:
-    static constexpr size_t kBatch = 8;
+    static constexpr size_t kBatch = shc::kBatch;
     explicit QueryScanner(const Database& db, bool keep_keys = false);
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
@@ -106,13 +131,18 @@ public:
     int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const;
 
 private:
+    void scan_each(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count);
+    void scan_batch(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count);
     const Database& db_;
     HammingFn hamming_;
-    KeyKernel fused_;
+    BatchKernel batch_;
     bool keep_;
     size_t buckets_;
     size_t segment_ = 0, segments_ = 0;  // items per mark (a multiple of the block), number of marks
-    std::vector<Key> block_keys_;        // two blocks, when not keeping keys
+    std::vector<Key> block_keys_;        // one block's keys (generic path, when not keeping keys)
+    std::vector<uint8_t> batch_keys_;    // batch kernel: the current and the pending block's keys of the batch
+    std::vector<uint8_t> tables_;        // batch kernel: per-query nibble tables
+    std::vector<uint32_t> spare_hist_;   // batch kernel: counts of the unused query slots of a short batch
     std::vector<Key> keys_;              // kBatch x N, when keeping keys
     std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys
     std::vector<uint32_t> marks_;        // kBatch x segments x 2 (q + 1): key histogram before each segment

@@ -1,12 +1,44 @@
-// Fused AVX2 key kernels for 64-bit codes: distance, relevance and key of 16 database items per step, without the
-// intermediate distance array of the generic path (Hamming kernel, then make_keys). Keys are built in 16-bit
-// lanes as (distance << 1) + relevant, the doubled distance read straight off a doubled popcount table, and
-// stored as bytes (q <= 64). Relevance: class ids compared in the kernel; label bitmaps as the bits the scan
-// ORs from the query's labels' item bitsets (Database::items_by_label), 16 of them broadcast and tested per step.
+// The AVX2 batch kernel (scan.h): keys of kBatch queries for a block of items, 32 items per vector, from the
+// regrouped codes and per-query nibble tables, while counting the previous block's keys.
 #include "scan.h"
-#include "popcount_avx2.h"
+
+#include <algorithm>
+
+#include "popcount_avx2.h"  // SHC_AVX2
 
 namespace shc {
+
+void nibble_tables(const uint8_t* code, size_t code_bytes, uint8_t* out) {
+    for (size_t b = 0; b < code_bytes; ++b)
+        for (unsigned half = 0; half < 2; ++half) {
+            const unsigned nibble = (code[b] >> (4 * half)) & 0xfu;
+            for (unsigned v = 0; v < 32; ++v)  // the 16 entries twice: vpshufb looks up within each 128-bit lane
+                out[(2 * b + half) * 32 + v] = uint8_t(2 * __builtin_popcount(nibble ^ (v & 0xfu)));
+        }
+}
+
+// out of line: inlined into the kernel, its registers spill the kernel's accumulators (measured slower)
+__attribute__((noinline)) void count_pending(const PendingKeys& pending, size_t from, size_t to) {
+    size_t i = from;
+    for (; i + 8 <= to; i += 8) {  // eight keys per load
+        uint64_t k[kBatch];
+        for (size_t j = 0; j < kBatch; ++j) std::memcpy(&k[j], pending.keys[j] + i, sizeof(uint64_t));
+        for (unsigned s = 0; s < 64; s += 8)
+            for (size_t j = 0; j < kBatch; ++j) ++pending.hist[j][(k[j] >> s) & 0xff];
+    }
+    for (; i < to; ++i)
+        for (size_t j = 0; j < kBatch; ++j) ++pending.hist[j][pending.keys[j][i]];
+}
+
+bool batch_kernel_fits(const Database& db) {
+    if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.bits > kMaxByteKeyBits) return false;
+    if (db.labels.ids != nullptr) {
+        for (size_t i = 0; i < db.n; ++i)
+            if (uint32_t(db.labels.ids[i]) >= kNoClass) return false;
+        return true;
+    }
+    return db.labels.bitmaps != nullptr && db.labels.words <= 2;
+}
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -14,115 +46,121 @@ namespace {
 
 SHC_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// Sixteen 16-bit lanes from four vectors of four 64-bit lanes (a, b, c, d: items 0-3, 4-7, 8-11, 12-15), each lane
-// holding a value in [0, 2^15): two signed packs halve the width twice, one permute restores order.
-SHC_AVX2 inline __m256i pack16(__m256i a, __m256i b, __m256i c, __m256i d) {
-    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
-    return _mm256_permutevar8x32_epi32(_mm256_packs_epi32(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
+// Class ids of a group are stored as items 0-7, 16-23, 8-15, 24-31, so that the byte pack of the two 16-lane
+// compares (which interleaves 128-bit lanes) gives the 32 masks in item order.
+inline size_t grouped_id_slot(size_t i) { return (i & ~size_t(31)) + ((i & 8) << 1 | (i & 16) >> 1 | (i & 7)); }
 
-// distance << 1 of 4 items, one per 64-bit lane
-SHC_AVX2 inline __m256i doubled_distances4(__m256i query, const uint64_t* codes) {
-    return popcount_lanes<2>(_mm256_xor_si256(query, load(codes)));
-}
-
-// distance << 1 of 16 items, as 16-bit lanes in item order
-SHC_AVX2 inline __m256i doubled_distances16(__m256i query, const uint64_t* codes) {
-    return pack16(doubled_distances4(query, codes), doubled_distances4(query, codes + 4),
-                  doubled_distances4(query, codes + 8), doubled_distances4(query, codes + 12));
-}
-
-// the pending keys [i, i + 16), if there are that many; after the vector loop, the rest from `done` on
-inline void count_pending16(const PendingKeys& pending, size_t i) {
-    if (i + 16 <= pending.count) count_keys(pending.keys, i, i + 16, pending.hist, pending.width);
-}
-
-inline void count_pending_rest(const PendingKeys& pending, size_t done) {
-    if (done < pending.count) count_keys(pending.keys, done, pending.count, pending.hist, pending.width);
-}
-
-inline uint8_t scalar_key(uint64_t query, uint64_t code, bool relevant) {
-    return make_key<uint8_t>(unsigned(__builtin_popcountll(query ^ code)), relevant);
-}
-
-// 16 keys held in 16-bit lanes (values < 256), stored as bytes
-SHC_AVX2 inline void store16(uint8_t* keys, __m256i key) {
-    const __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(key, key), _MM_SHUFFLE(3, 1, 2, 0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(keys), _mm256_castsi256_si128(bytes));
-}
-
-// The fused loop for query code q over items [0, count): keys from the doubled distances minus the relevance
-// masks, 16 at a time, then the tail one by one. Relevance: lanes(i) is -1 per 16-bit lane where item i + lane is
-// relevant, one(i) item i's relevance.
-template <class Relevance>
-SHC_AVX2 inline void fused_keys(uint64_t q, const uint64_t* codes, size_t count, const Relevance& relevance,
-                                uint8_t* keys, const PendingKeys& pending) {
-    const __m256i qv = _mm256_set1_epi64x(static_cast<long long>(q));
-    size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        store16(keys + i, _mm256_sub_epi16(doubled_distances16(qv, codes + i), relevance.lanes(i)));
-        count_pending16(pending, i);
-    }
-    count_pending_rest(pending, i);  // i: past the last full group of 16
-    for (; i < count; ++i) keys[i] = scalar_key(q, codes[i], relevance.one(i));
-}
-
-// relevant = same class id
+// relevant = same class id: -1 bytes where item 32 g + i of the block has query j's class
 struct SameClass {
-    const int32_t* ids;
-    int32_t query_id;
-    __m256i query_ids;
-    SHC_AVX2 __m256i lanes(size_t i) const {
-        // the pack interleaves 128-bit halves (items 0-3, 8-11 | 4-7, 12-15), vpermq undoes it
-        return _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_cmpeq_epi32(load(ids + i), query_ids),
-                                                           _mm256_cmpeq_epi32(load(ids + i + 8), query_ids)),
-                                        _MM_SHUFFLE(3, 1, 2, 0));
+    const uint16_t* ids;  // the block's grouped ids
+    const uint16_t* query_ids;
+    SHC_AVX2 __m256i mask(size_t j, size_t g) const {
+        const __m256i q = _mm256_set1_epi16(short(query_ids[j]));
+        return _mm256_packs_epi16(_mm256_cmpeq_epi16(load(ids + kGroup * g), q),
+                                  _mm256_cmpeq_epi16(load(ids + kGroup * g + 16), q));
     }
-    bool one(size_t i) const { return ids[i] == query_id; }
 };
 
-// relevant = bit i of `bits` (the query's labels' item bitsets, OR-ed by the scan)
+// relevant = bit 32 g + i of query j's relevance bits of the block
 struct RelevantBits {
     const uint64_t* bits;
-    __m256i lane_bit;  // lane i tests bit i of the broadcast 16 bits
-    SHC_AVX2 __m256i lanes(size_t i) const {
-        const int bits16 = int(bits[i / 64] >> (i % 64)) & 0xffff;
-        return _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(short(bits16)), lane_bit), lane_bit);
+    SHC_AVX2 __m256i mask(size_t j, size_t g) const {
+        uint32_t word;
+        std::memcpy(&word, reinterpret_cast<const uint32_t*>(bits + j * kBlockWords) + g, sizeof word);
+        const __m256i byte_of_item = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                                      2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit_of_item = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(word)), byte_of_item);
+        return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit_of_item), bit_of_item);
     }
-    bool one(size_t i) const { return (bits[i / 64] >> (i % 64)) & 1; }
 };
 
-SHC_AVX2 void keys_ids(const uint64_t* query_codes, const Labels& query_labels, size_t qi, const Database& db,
-                       size_t begin, size_t count, const uint64_t*, uint8_t* keys, const PendingKeys& pending) {
-    const int32_t qid = query_labels.ids[qi];
-    fused_keys(query_codes[qi], db.codes + begin, count, SameClass{db.labels.ids + begin, qid, _mm256_set1_epi32(qid)},
-               keys, pending);
+template <class Relevance>
+SHC_AVX2 void batch_keys(const Database& db, const BatchBlock& block, const Relevance& relevance,
+                         const PendingKeys& pending) {
+    const size_t bytes = db.code_bytes, groups = (block.count + kGroup - 1) / kGroup;
+    const uint8_t* codes = db.grouped_codes + block.begin * bytes;
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    for (size_t g = 0; g < groups; ++g) {
+        __m256i acc[kBatch];
+        for (size_t j = 0; j < kBatch; ++j) acc[j] = _mm256_setzero_si256();
+        const uint8_t* group = codes + g * bytes * kGroup;
+        for (size_t b = 0; b < bytes; ++b) {
+            const __m256i x = load(group + b * kGroup);
+            const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+            const uint8_t* t = block.tables + 2 * b * kGroup;
+            for (size_t j = 0; j < kBatch; ++j, t += 2 * bytes * kGroup)
+                acc[j] = _mm256_add_epi8(acc[j], _mm256_add_epi8(_mm256_shuffle_epi8(load(t), lo),
+                                                                 _mm256_shuffle_epi8(load(t + kGroup), hi)));
+        }
+        const bool full = kGroup * (g + 1) <= block.count;
+        for (size_t j = 0; j < kBatch; ++j) {
+            // key = doubled distance + 1 where relevant (the mask is -1 there)
+            const __m256i key = _mm256_sub_epi8(acc[j], relevance.mask(j, g));
+            if (full) {
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(block.keys[j] + kGroup * g), key);
+            } else {  // the block's last, partial group: the rows of keys end there
+                alignas(32) uint8_t tail[kGroup];
+                _mm256_store_si256(reinterpret_cast<__m256i*>(tail), key);
+                std::memcpy(block.keys[j] + kGroup * g, tail, block.count - kGroup * g);
+            }
+        }
+        if (kGroup * (g + 1) <= pending.count) count_pending(pending, kGroup * g, kGroup * (g + 1));
+    }
+    count_pending(pending, std::min(pending.count, kGroup * groups), pending.count);
 }
 
-SHC_AVX2 void keys_relevant_bits(const uint64_t* query_codes, const Labels&, size_t qi, const Database& db,
-                                 size_t begin, size_t count, const uint64_t* relevant, uint8_t* keys,
-                                 const PendingKeys& pending) {
-    const __m256i lane_bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192,
-                                               16384, -32768);
-    fused_keys(query_codes[qi], db.codes + begin, count, RelevantBits{relevant, lane_bit}, keys, pending);
+SHC_AVX2 void batch_keys_ids(const Database& db, const BatchBlock& block, const PendingKeys& pending) {
+    batch_keys(db, block, SameClass{db.grouped_ids + block.begin, block.query_ids}, pending);
+}
+
+SHC_AVX2 void batch_keys_bits(const Database& db, const BatchBlock& block, const PendingKeys& pending) {
+    batch_keys(db, block, RelevantBits{block.relevant}, pending);
 }
 
 }  // namespace
 
-bool fused_keys_fit(const Database& db) {
-    if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.words != 1) return false;
-    return db.labels.ids != nullptr || (db.labels.bitmaps != nullptr && db.labels.words <= 2);
-}
-
-KeyKernel fused_key_kernel(const Database& db) {
-    if (!fused_keys_fit(db)) return nullptr;
-    if (db.labels.ids != nullptr) return keys_ids;
-    return db.items_by_label != nullptr ? keys_relevant_bits : nullptr;
+BatchKernel batch_key_kernel(const Database& db) {
+    if (db.grouped_codes == nullptr) return nullptr;
+    return db.grouped_ids != nullptr ? batch_keys_ids : batch_keys_bits;
 }
 
 #else
-bool fused_keys_fit(const Database&) { return false; }
-KeyKernel fused_key_kernel(const Database&) { return nullptr; }
+namespace {
+inline size_t grouped_id_slot(size_t i) { return i; }
+}  // namespace
+BatchKernel batch_key_kernel(const Database&) { return nullptr; }
 #endif
+
+Database with_scan_layout(const Database& db, ScanLayout& storage) {
+    Database out = db;
+    if (!batch_kernel_fits(db)) return out;
+    const size_t padded = (db.n + kGroup - 1) / kGroup * kGroup, bytes = (size_t(db.bits) + 7) / 8;
+    storage.codes.assign(padded * bytes, 0);  // padding items: code 0, no label; their keys are never kept
+    for (size_t i = 0; i < db.n; ++i) {
+        const uint8_t* code = reinterpret_cast<const uint8_t*>(db.codes + i * db.words);
+        uint8_t* group = storage.codes.data() + (i / kGroup) * bytes * kGroup + i % kGroup;
+        for (size_t b = 0; b < bytes; ++b) group[b * kGroup] = code[b];
+    }
+    out.grouped_codes = storage.codes.data();
+    out.code_bytes = bytes;
+    if (db.labels.ids != nullptr) {
+        storage.ids.assign(padded, 0);
+        for (size_t i = 0; i < db.n; ++i) storage.ids[grouped_id_slot(i)] = uint16_t(db.labels.ids[i]);
+        out.grouped_ids = storage.ids.data();
+        return out;
+    }
+    const size_t labels = 64 * db.labels.words, blocks = (db.n + kBlock - 1) / kBlock;
+    storage.items_by_label.assign(blocks * labels * kBlockWords, 0);
+    for (size_t i = 0; i < db.n; ++i)
+        for (size_t w = 0; w < db.labels.words; ++w)
+            for (uint64_t bits = db.labels.bitmaps[i * db.labels.words + w]; bits != 0; bits &= bits - 1) {
+                const size_t label = 64 * w + size_t(__builtin_ctzll(bits));
+                storage.items_by_label[((i / kBlock) * labels + label) * kBlockWords + (i % kBlock) / 64] |=
+                    uint64_t(1) << (i % 64);
+            }
+    out.items_by_label = storage.items_by_label.data();
+    return out;
+}
 
 }  // namespace shc

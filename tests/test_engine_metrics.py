@@ -355,18 +355,24 @@ def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
         assert_matches_reference(report, ref)
 
 
-@pytest.mark.parametrize("q", [16, 64, 65])
-@pytest.mark.parametrize("labels", ["ids", 5, 64, 65, 80, 128, 130])
+@pytest.mark.parametrize("q", [16, 64, 65, 127, 128])
+@pytest.mark.parametrize("labels", ["ids", "ids_past_uint16", "query_id_past_uint16", 5, 64, 65, 80, 128, 130])
 def test_every_label_width_and_isa_gives_reference_metrics(q, labels, restore_isa):
-    # the scan has fused kernels for 64-bit codes with class ids or 1- and 2-word label bitmaps (<= 128 labels)
-    # and a generic path for the rest; N leaves a tail past the last full vector and the last 1024-item block
-    rng = np.random.default_rng(q * 1000 + (0 if labels == "ids" else labels))
-    qb, db = rng.random((4, q)) < 0.5, rng.random((1061, q)) < 0.5
+    # the scan has an AVX2 batch kernel for q <= 127 with class ids < 65535 or 1- and 2-word label bitmaps
+    # (<= 128 labels) and a generic path for the rest; 11 queries make a full batch of 8 and a short one, and
+    # N leaves a tail past the last full 32-item group and the last 1024-item block
+    rng = np.random.default_rng(q * 1000 + (labels if isinstance(labels, int) else len(labels)))
+    qb, db = rng.random((11, q)) < 0.5, rng.random((1061, q)) < 0.5
     if labels == "ids":
-        ql, dl = rng.integers(0, 7, 4), rng.integers(0, 7, 1061)
+        ql, dl = rng.integers(0, 7, 11), rng.integers(0, 7, 1061)
+    elif labels == "ids_past_uint16":  # the database has class 65535 and above: the generic path
+        ql, dl = rng.integers(65530, 65540, 11), rng.integers(65530, 65540, 1061)
+    elif labels == "query_id_past_uint16":  # only the queries' classes are large: they match no item
+        ql, dl = rng.integers(0, 7, 11), rng.integers(0, 7, 1061)
+        ql[[2, 9]] = 65535, 70000
     else:  # labels spread over every word of the bitmaps, the last bit included
-        ql, dl = rng.random((4, labels)) < 3 / labels, rng.random((1061, labels)) < 3 / labels
-        dl[::7, labels - 1] = ql[:, labels - 1] = True
+        ql, dl = rng.random((11, labels)) < 3 / labels, rng.random((1061, labels)) < 3 / labels
+        dl[::7, labels - 1] = ql[::3, labels - 1] = True
     ref = ref_report(qb, db, ql, dl, [10, 300, "all"], "index", 2, [1, 500, 1061])
     for isa in _isas():
         _engine.set_isa(isa)
