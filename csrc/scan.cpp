@@ -77,12 +77,10 @@ QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
     if constexpr (std::is_same_v<Key, uint8_t>) batch_ = batch_key_kernel(db);  // byte keys only
     if (batch_ != nullptr) {
         tables_.resize(kBatch * db.code_bytes * 2 * kGroup);
-        spare_hist_.resize(2 * buckets_);
-    }
-    if (batch_ != nullptr)
         batch_keys_.resize(2 * kBatch * kBlock);  // the current block's and the pending block's
-    else if (!keep_)
+    } else if (!keep_) {
         block_keys_.resize(kBlock);
+    }
     if (!keep_) return;
     keys_.resize(kBatch * db.n);
     // marks cost 2 (q + 1) counters each: one per block, or fewer (longer segments) so that they take about
@@ -146,7 +144,8 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
     block.tables = tables_.data();
     block.relevant = relevant;
     block.query_ids = query_ids;
-    // unused slots of a short batch: any query's tables (their keys go to real rows and are never read), no counts
+    // unused slots of a short batch: any query's tables; their keys and counts (count_'s spare rows, zeroed by
+    // scan) are never read
     for (size_t j = 0; j < kBatch; ++j) {
         const size_t qi = first + std::min(j, count - 1);
         nibble_tables(reinterpret_cast<const uint8_t*>(query_codes + qi * db_.words), db_.code_bytes,
@@ -156,6 +155,7 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
             query_ids[j] = uint16_t(std::min<uint32_t>(uint32_t(query_labels.ids[qi]), kNoClass));
     }
     PendingKeys pending;
+    for (size_t j = 0; j < kBatch; ++j) pending.hist[j] = count_.data() + j * kSubHistograms * width;
     size_t blocks = 0;
     for (size_t begin = 0; begin < db_.n; begin += kBlock, ++blocks) {
         block.begin = begin;
@@ -173,10 +173,7 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
             for (size_t j = 0; j < count; ++j)
                 std::copy_n(count_.data() + j * kSubHistograms * width, width,
                             marks_.data() + (j * segments_ + begin / segment_) * width);
-        for (size_t j = 0; j < kBatch; ++j) {
-            pending.keys[j] = block.keys[j];
-            pending.hist[j] = j < count ? count_.data() + j * kSubHistograms * width : spare_hist_.data();
-        }
+        std::copy_n(block.keys, kBatch, pending.keys);
         pending.count = block.count;
     }
     count_pending(pending, 0, pending.count);  // the last block

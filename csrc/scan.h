@@ -142,7 +142,6 @@ private:
     std::vector<Key> block_keys_;        // one block's keys (generic path, when not keeping keys)
     std::vector<uint8_t> batch_keys_;    // batch kernel: the current and the pending block's keys of the batch
     std::vector<uint8_t> tables_;        // batch kernel: per-query nibble tables
-    std::vector<uint32_t> spare_hist_;   // batch kernel: counts of the unused query slots of a short batch
     std::vector<Key> keys_;              // kBatch x N, when keeping keys
     std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys
     std::vector<uint32_t> marks_;        // kBatch x segments x 2 (q + 1): key histogram before each segment

@@ -30,6 +30,14 @@ __attribute__((noinline)) void count_pending(const PendingKeys& pending, size_t 
         for (size_t j = 0; j < kBatch; ++j) ++pending.hist[j][pending.keys[j][i]];
 }
 
+namespace {
+
+// Class ids of a group are stored as items 0-7, 16-23, 8-15, 24-31, so that the byte pack of the two 16-lane
+// compares (which interleaves 128-bit lanes) gives the 32 masks in item order.
+inline size_t grouped_id_slot(size_t i) { return (i & ~size_t(31)) + ((i & 8) << 1 | (i & 16) >> 1 | (i & 7)); }
+
+}  // namespace
+
 bool batch_kernel_fits(const Database& db) {
     if (static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx2) || db.bits > kMaxByteKeyBits) return false;
     if (db.labels.ids != nullptr) {
@@ -45,10 +53,6 @@ bool batch_kernel_fits(const Database& db) {
 namespace {
 
 SHC_AVX2 inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// Class ids of a group are stored as items 0-7, 16-23, 8-15, 24-31, so that the byte pack of the two 16-lane
-// compares (which interleaves 128-bit lanes) gives the 32 masks in item order.
-inline size_t grouped_id_slot(size_t i) { return (i & ~size_t(31)) + ((i & 8) << 1 | (i & 16) >> 1 | (i & 7)); }
 
 // relevant = same class id: -1 bytes where item 32 g + i of the block has query j's class
 struct SameClass {
@@ -126,9 +130,6 @@ BatchKernel batch_key_kernel(const Database& db) {
 }
 
 #else
-namespace {
-inline size_t grouped_id_slot(size_t i) { return i; }
-}  // namespace
 BatchKernel batch_key_kernel(const Database&) { return nullptr; }
 #endif
 
