@@ -77,7 +77,7 @@ QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
     if constexpr (std::is_same_v<Key, uint8_t>) batch_ = batch_key_kernel(db);  // byte keys only
     if (batch_ != nullptr) {
         tables_.resize(kBatch * db.code_bytes * 2 * kGroup);
-        batch_keys_.resize(2 * kBatch * kBlock);  // the current block's and the pending block's
+        if (!keep_) batch_keys_.resize(2 * kBatch * kBlock);  // the current block's and the pending block's
     } else if (!keep_) {
         block_keys_.resize(kBlock);
     }
@@ -160,14 +160,18 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
     for (size_t begin = 0; begin < db_.n; begin += kBlock, ++blocks) {
         block.begin = begin;
         block.count = std::min(kBlock, db_.n - begin);
-        for (size_t j = 0; j < kBatch; ++j) block.keys[j] = batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
+        for (size_t j = 0; j < kBatch; ++j)
+            block.keys[j] = keep_ ? kept_byte_keys(j) + begin : batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
+        // kept keys go straight to their rows; the next block's lines are requested for writing a block ahead,
+        // so that the kernel's stores do not wait for them (without the prefetch, copying the keys out of an
+        // L1-resident buffer measured faster)
+        if (keep_ && begin + kBlock < db_.n)
+            for (size_t j = 0; j < count; ++j)
+                for (size_t i = begin + kBlock; i < std::min(begin + 2 * kBlock, db_.n); i += 64)
+                    __builtin_prefetch(kept_byte_keys(j) + i, 1);
         if (query_labels.bitmaps != nullptr)
             relevant_bits(db_, query_labels, first, count, begin, begin + kBlock < db_.n, relevant);
         batch_(db_, block, pending);
-        // kept keys are copied out afterwards: the kernel stores into lines already in L1 (storing into the
-        // N-byte rows directly, a new line every 64 items for each query, measured slower)
-        if (keep_)
-            for (size_t j = 0; j < count; ++j) std::copy_n(block.keys[j], block.count, keys_.data() + j * db_.n + begin);
         // the previous block's keys are counted now: every key of the batch before `begin`
         if (keep_ && begin % segment_ == 0)  // (the kernel counts into the first sub-histogram only)
             for (size_t j = 0; j < count; ++j)

@@ -36,7 +36,7 @@ struct Database {
 constexpr size_t kBlock = 1024;  // database items per block: a block's codes, labels and keys stay in L1
 constexpr size_t kBlockWords = kBlock / 64;
 constexpr size_t kGroup = 32;    // items per vector of byte keys
-constexpr size_t kBatch = 8;     // queries scanned together: each block is read once per batch
+constexpr size_t kBatch = 4;     // queries scanned together: each block is read once per batch
 
 // Storage of with_scan_layout's copies.
 struct ScanLayout {
@@ -126,6 +126,8 @@ public:
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
     const Key* keys(size_t j) const { return keys_.data() + j * db_.n; }
+    // the batch kernel's keys are bytes (it runs for Key = uint8_t only)
+    uint8_t* kept_byte_keys(size_t j) { return reinterpret_cast<uint8_t*>(keys_.data() + j * db_.n); }
     // relevant items among the first m items (1 <= m <= n_d, bucket d's size) of bucket d in index order, query j
     // of the batch
     int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const;
@@ -140,7 +142,7 @@ private:
     size_t buckets_;
     size_t segment_ = 0, segments_ = 0;  // items per mark (a multiple of the block), number of marks
     std::vector<Key> block_keys_;        // one block's keys (generic path, when not keeping keys)
-    std::vector<uint8_t> batch_keys_;    // batch kernel: the current and the pending block's keys of the batch
+    std::vector<uint8_t> batch_keys_;    // batch kernel, keys not kept: the current and the pending block's keys
     std::vector<uint8_t> tables_;        // batch kernel: per-query nibble tables
     std::vector<Key> keys_;              // kBatch x N, when keeping keys
     std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys

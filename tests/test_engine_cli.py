@@ -68,3 +68,19 @@ def test_cli_bad_choice_exits_2_via_subprocess(files):
     proc = subprocess.run([sys.executable, "-m", "shc.cli.eval"] + _args(tmp) + ["--ties", "random"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "invalid choice" in proc.stderr
+
+
+def test_cli_command_flushes_everything_before_its_fast_exit(files):
+    """The command (console_main) ends with os._exit: the piped summary, the JSON and the PNG must be complete,
+    and a bad input still exits 2 with its one-line error."""
+    tmp, (qc, dc, ql, dl) = files
+    command = [sys.executable, "-m", "shc.cli.eval"] + _args(tmp)
+    proc = subprocess.run(command + ["--json", str(tmp / "r.json"), "--pr-curve", str(tmp / "pr.png")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "mAP@k" in proc.stdout and proc.stdout.endswith("\n")
+    got = json.loads((tmp / "r.json").read_text())
+    assert got["mAP"] == evaluate(qc, dc, ql, dl).to_dict()["mAP"]
+    assert (tmp / "pr.png").read_bytes()[-8:] == b"IEND\xaeB`\x82"  # the PNG's last chunk: the file is whole
+    proc = subprocess.run(command + ["--topk", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("shc-eval: error:") and proc.stdout == ""

@@ -10,6 +10,7 @@ unless a .pt file is read.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -81,5 +82,16 @@ def main(argv=None) -> int:
     return run_cli("shc-eval", run, args)
 
 
+def console_main() -> None:
+    """The shc-eval command: main() without the cyclic GC (the job makes no cycles worth collecting) and without
+    the interpreter's teardown (freeing every module and array, ~60 ms of a ~0.7 s command), once all output is
+    flushed. In-process callers use main()."""
+    gc.disable()
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
