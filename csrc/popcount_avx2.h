@@ -4,7 +4,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#define SHC_AVX2 __attribute__((target("avx2,popcnt")))
+#define SHC_AVX2 __attribute__((target("avx2,popcnt,prfchw")))  // prfchw: prefetch for writing (a no-op where absent)
 
 namespace shc {
 

@@ -82,7 +82,8 @@ QueryScanner<Key>::QueryScanner(const Database& db, bool keep_keys)
         block_keys_.resize(kBlock);
     }
     if (!keep_) return;
-    keys_.resize(kBatch * db.n);
+    key_stride_ = (db.n * sizeof(Key) + kCacheLine - 1) / kCacheLine * kCacheLine / sizeof(Key);
+    keys_.resize(kBatch * key_stride_);
     // marks cost 2 (q + 1) counters each: one per block, or fewer (longer segments) so that they take about
     // as much memory as the keys
     const size_t blocks = (db.n + kBlock - 1) / kBlock;
@@ -123,7 +124,7 @@ void QueryScanner<Key>::scan_each(const uint64_t* query_codes, const Labels& que
         const size_t m = std::min(kBlock, db_.n - begin);
         for (size_t j = 0; j < count; ++j) {
             uint32_t* hist = count_.data() + j * kSubHistograms * width;
-            Key* key = keep_ ? keys_.data() + j * db_.n + begin : block_keys_.data();
+            Key* key = keep_ ? keys_.data() + j * key_stride_ + begin : block_keys_.data();
             if (keep_ && begin % segment_ == 0)  // every key of this query before `begin` is counted by now
                 sum_sub_histograms(hist, width, marks_.data() + (j * segments_ + begin / segment_) * width);
             hamming_(query_codes + (first + j) * db_.words, db_.codes + begin * db_.words, m, db_.words, dist);
@@ -162,15 +163,12 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
         block.count = std::min(kBlock, db_.n - begin);
         for (size_t j = 0; j < kBatch; ++j)
             block.keys[j] = keep_ ? kept_byte_keys(j) + begin : batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
-        // kept keys go straight to their rows; the next block's lines are requested for writing a block ahead,
-        // so that the kernel's stores do not wait for them (without the prefetch, copying the keys out of an
-        // L1-resident buffer measured faster)
-        if (keep_ && begin + kBlock < db_.n)
-            for (size_t j = 0; j < count; ++j)
-                for (size_t i = begin + kBlock; i < std::min(begin + 2 * kBlock, db_.n); i += 64)
-                    __builtin_prefetch(kept_byte_keys(j) + i, 1);
         if (query_labels.bitmaps != nullptr)
             relevant_bits(db_, query_labels, first, count, begin, begin + kBlock < db_.n, relevant);
+        // kept keys go straight to their rows, the next block's requested for writing meanwhile (without that,
+        // copying the keys out of an L1-resident buffer measured faster)
+        for (size_t j = 0; j < kBatch; ++j)
+            block.next_keys[j] = keep_ && begin + kBlock < db_.n ? kept_byte_keys(j) + begin + kBlock : nullptr;
         batch_(db_, block, pending);
         // the previous block's keys are counted now: every key of the batch before `begin`
         if (keep_ && begin % segment_ == 0)  // (the kernel counts into the first sub-histogram only)

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "hamming.h"
@@ -38,11 +39,30 @@ constexpr size_t kBlockWords = kBlock / 64;
 constexpr size_t kGroup = 32;    // items per vector of byte keys
 constexpr size_t kBatch = 4;     // queries scanned together: each block is read once per batch
 
+// Vectors whose data starts on a cache line: a block's 128-byte label bitset then spans two lines, not three, and
+// the batch kernel's 32-byte key stores never straddle two.
+constexpr size_t kCacheLine = 64;
+template <class T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <class U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kCacheLine))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(kCacheLine)); }
+    template <class U>
+    bool operator==(const CacheLineAllocator<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 // Storage of with_scan_layout's copies.
 struct ScanLayout {
-    std::vector<uint8_t> codes;
-    std::vector<uint16_t> ids;
-    std::vector<uint64_t> items_by_label;
+    AlignedVector<uint8_t> codes;
+    AlignedVector<uint16_t> ids;
+    AlignedVector<uint64_t> items_by_label;
 };
 
 // db with the batch kernel's copies built into `storage` where the kernel fits (batch_kernel_fits): the codes
@@ -61,6 +81,9 @@ struct BatchBlock {
     const uint64_t* relevant = nullptr;   // kBatch x kBlockWords relevance bits (label bitmaps: relevant_bits)
     size_t begin = 0, count = 0;
     uint8_t* keys[kBatch] = {};           // where each query's keys of the block go
+    // kept keys: where the next block's keys will go, requested for writing while this block is computed (so that
+    // the stores find their lines in cache, without a burst of requests that would delay the other loads); or null
+    uint8_t* next_keys[kBatch] = {};
 };
 
 // The previous block's keys, counted by the next kernel call: hist[j][keys[j][i]] += 1 for i < count.
@@ -125,9 +148,9 @@ public:
     explicit QueryScanner(const Database& db, bool keep_keys = false);
     void scan(const uint64_t* query_codes, const Labels& query_labels, size_t first, size_t count, int64_t* n,
               int64_t* r);
-    const Key* keys(size_t j) const { return keys_.data() + j * db_.n; }
+    const Key* keys(size_t j) const { return keys_.data() + j * key_stride_; }
     // the batch kernel's keys are bytes (it runs for Key = uint8_t only)
-    uint8_t* kept_byte_keys(size_t j) { return reinterpret_cast<uint8_t*>(keys_.data() + j * db_.n); }
+    uint8_t* kept_byte_keys(size_t j) { return reinterpret_cast<uint8_t*>(keys_.data() + j * key_stride_); }
     // relevant items among the first m items (1 <= m <= n_d, bucket d's size) of bucket d in index order, query j
     // of the batch
     int64_t relevant_in_prefix(size_t j, unsigned d, int64_t m, int64_t n_d) const;
@@ -142,9 +165,10 @@ private:
     size_t buckets_;
     size_t segment_ = 0, segments_ = 0;  // items per mark (a multiple of the block), number of marks
     std::vector<Key> block_keys_;        // one block's keys (generic path, when not keeping keys)
-    std::vector<uint8_t> batch_keys_;    // batch kernel, keys not kept: the current and the pending block's keys
-    std::vector<uint8_t> tables_;        // batch kernel: per-query nibble tables
-    std::vector<Key> keys_;              // kBatch x N, when keeping keys
+    AlignedVector<uint8_t> batch_keys_;  // batch kernel, keys not kept: the current and the pending block's keys
+    AlignedVector<uint8_t> tables_;      // batch kernel: per-query nibble tables
+    AlignedVector<Key> keys_;            // kBatch rows of N keys, when keeping keys
+    size_t key_stride_ = 0;              // keys per row: N rounded up to whole cache lines
     std::vector<uint32_t> count_;        // kBatch x 4 interleaved sub-histograms x 2 (q + 1) keys
     std::vector<uint32_t> marks_;        // kBatch x segments x 2 (q + 1): key histogram before each segment
 };

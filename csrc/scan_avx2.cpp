@@ -99,6 +99,8 @@ SHC_AVX2 void batch_keys(const Database& db, const BatchBlock& block, const Rele
                 acc[j] = _mm256_add_epi8(acc[j], _mm256_add_epi8(_mm256_shuffle_epi8(load(t), lo),
                                                                  _mm256_shuffle_epi8(load(t + kGroup), hi)));
         }
+        if (block.next_keys[0] != nullptr && g % 2 == 0)  // one 64-byte line per query every other group
+            for (size_t j = 0; j < kBatch; ++j) __builtin_prefetch(block.next_keys[j] + kGroup * g, 1);
         const bool full = kGroup * (g + 1) <= block.count;
         for (size_t j = 0; j < kBatch; ++j) {
             // key = doubled distance + 1 where relevant (the mask is -1 there)
