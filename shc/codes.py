@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK_ROWS = 1 << 16  # pack in row chunks so a float input never needs a full-size temporary copy
+
+def _row_chunks(arr: np.ndarray):
+    """Slices of about 256K values: temporaries the size of L2, reused instead of freshly faulted in (packing
+    (a)'s 117K x 64 codes: 11.4 -> 4.7 ms), and a float input never needs a full-size temporary copy."""
+    rows = max(1, (1 << 18) // arr.shape[1])
+    return ((start, arr[start:start + rows]) for start in range(0, len(arr), rows))
 
 
 def as_numpy(x, what: str) -> np.ndarray:
@@ -53,6 +58,17 @@ def _bytes_to_words(packed_bytes: np.ndarray, bits: int, out: np.ndarray, start:
     out[start:start + rows] = padded.view(np.uint64)
 
 
+def _all_zero_or_one(arr: np.ndarray) -> bool:
+    """Whether every value is 0 or 1. The minimum and maximum decide most inputs without a temporary (±1 codes
+    and network outputs have a negative value); only floats within [0, 1] need the full check."""
+    if arr.dtype == bool:
+        return True
+    if arr.min() < 0 or arr.max() > 1:
+        return False
+    return np.issubdtype(arr.dtype, np.integer) or all(
+        bool(np.all((chunk == 0) | (chunk == 1))) for _, chunk in _row_chunks(arr))
+
+
 def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[np.ndarray, int]:
     """Pack binary codes into ``(uint64 array (n, ceil(q/64)), q)`` for the engine.
 
@@ -81,14 +97,12 @@ def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[
         spare = cols * 8 - q
         if spare and (arr[:, -1] & np.uint8((1 << spare) - 1)).any():
             raise ValueError(f"{what}: packed bytes have bits set beyond bits={q}; is the bit count right?")
-        for start in range(0, n, _CHUNK_ROWS):
-            _bytes_to_words(np.ascontiguousarray(arr[start:start + _CHUNK_ROWS]), q, out, start)
+        for start, chunk in _row_chunks(arr):
+            _bytes_to_words(np.ascontiguousarray(chunk), q, out, start)
         return out, q
 
-    zero_one = arr.dtype == bool or all(
-        bool(np.all((c == 0) | (c == 1))) for c in (arr[s:s + _CHUNK_ROWS] for s in range(0, n, _CHUNK_ROWS)))
-    for start in range(0, n, _CHUNK_ROWS):
-        chunk = arr[start:start + _CHUNK_ROWS]
+    zero_one = _all_zero_or_one(arr)
+    for start, chunk in _row_chunks(arr):
         ones = (chunk != 0) if zero_one else (chunk >= 0)  # sign(0) = +1
         _bytes_to_words(np.packbits(ones, axis=1), q, out, start)
     return out, q
@@ -119,7 +133,7 @@ def _label_array(labels, rows: int, what: str, codes_what: str) -> np.ndarray:
         return arr.astype(np.int64)
     if arr.dtype != bool and not np.all((arr == 0) | (arr == 1)):
         raise ValueError(f"{what}: a 2-D label matrix must hold only 0/1 (pass class ids as a 1-D array)")
-    return arr.astype(bool)
+    return arr.astype(bool, copy=False)
 
 
 def _one_hot(ids: np.ndarray, classes: int, what: str) -> np.ndarray:

@@ -16,19 +16,39 @@ def bits():
     return np.random.default_rng(0).random((9, 70)) < 0.5
 
 
-@pytest.mark.parametrize("form", ["bool", "pm1_int8", "pm1_float64", "01_uint8", "real", "real_with_zero"])
+@pytest.mark.parametrize("form", ["bool", "pm1_int8", "pm1_float64", "01_uint8", "01_int64", "01_float32", "real",
+                                  "real_with_zero"])
 def test_all_code_forms_pack_to_the_same_words(bits, form):
     arr = {
         "bool": bits,
         "pm1_int8": np.where(bits, 1, -1).astype(np.int8),
         "pm1_float64": np.where(bits, 1.0, -1.0),
         "01_uint8": bits.astype(np.uint8),
+        "01_int64": bits.astype(np.int64),
+        "01_float32": bits.astype(np.float32),
         "real": np.where(bits, 0.7, -0.2).astype(np.float32),
         "real_with_zero": np.where(bits, 0.0, -3.0),  # sign(0) = +1
     }[form]
     packed, q = pack_codes(arr)
     assert q == 70 and packed.shape == (9, 2) and packed.dtype == np.uint64
     np.testing.assert_array_equal(unpack_codes(packed, 70), bits)
+
+
+def test_values_in_unit_interval_that_are_not_all_0_or_1_are_signs():
+    probabilities = np.random.default_rng(1).random((5, 16))  # sigmoid-like outputs: every sign is +1
+    probabilities[0, 0] = 0.0
+    np.testing.assert_array_equal(unpack_codes(*pack_codes(probabilities)), np.ones((5, 16), bool))
+    np.testing.assert_array_equal(unpack_codes(*pack_codes(np.full((2, 3), 2, np.int16))), np.ones((2, 3), bool))
+
+
+@pytest.mark.parametrize("rows, cols", [(10_000, 64), (700, 1000), (3, 300_000)])
+def test_packing_in_chunks_matches_packbits(rows, cols):
+    """Packing goes by row chunks of about 256K values: across many chunks, and with rows longer than a chunk."""
+    signs = np.random.default_rng(rows).random((rows, cols)) < 0.5
+    for codes in (signs, np.where(signs, 1, -1).astype(np.int8), np.where(signs, 0.5, -0.5)):
+        packed, q = pack_codes(codes)
+        assert q == cols
+        np.testing.assert_array_equal(unpack_codes(packed, q), signs)
 
 
 def test_packbits_input_and_padding_check(bits):
