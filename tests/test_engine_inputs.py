@@ -176,6 +176,25 @@ def test_load_array_formats(tmp_path):
     np.testing.assert_array_equal(load_array(str(tmp_path / "a.npz:labels")), np.arange(3))
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_load_array_mmap_maps_npy_read_only(tmp_path, order):
+    a = np.asarray(np.arange(12, dtype=np.int8).reshape(3, 4), order=order)
+    np.save(tmp_path / "a.npy", a)
+    mapped = load_array(str(tmp_path / "a.npy"), mmap=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, a)
+    np.savez(tmp_path / "a.npz", codes=a)  # other formats are read as usual
+    np.testing.assert_array_equal(load_array(str(tmp_path / "a.npz:codes"), mmap=True), a)
+    whole = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[:-5])  # a truncated file: an error in both modes, never garbage
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match="cut.npy"):
+            load_array(str(tmp_path / "cut.npy"), mmap=mmap)
+        with pytest.raises(ValueError, match="object/pickled"):
+            load_array(str(tmp_path / "obj.npy"), mmap=mmap)
+
+
 def test_load_array_torch(tmp_path):
     torch = pytest.importorskip("torch")
     t = torch.arange(6.0).reshape(2, 3)

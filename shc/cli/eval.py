@@ -53,7 +53,7 @@ def run(args) -> dict:
     from shc.plots import plot_pr_curves
 
     start = time.perf_counter()
-    arrays = {name: load_array(getattr(args, name))
+    arrays = {name: load_array(getattr(args, name), mmap=True)
               for name in ("query_codes", "db_codes", "query_labels", "db_labels")}
     report = evaluate(arrays["query_codes"], arrays["db_codes"], arrays["query_labels"], arrays["db_labels"],
                       topk=args.topk, ties=args.ties, threads=args.threads, bits=args.bits, radius=args.radius)
