@@ -11,7 +11,10 @@ namespace shc {
 
 namespace {
 
+// Queries per work item: 32, or as few as 4 when there are few queries, so that every thread gets some. It depends
+// on the query count only — the blocks' sums are added in block order, so any thread count gives the same bits.
 constexpr size_t kQueryBlock = 32;
+size_t query_block(size_t Q) { return std::clamp<size_t>(Q / 64, 4, kQueryBlock); }
 
 // Adds one query's radius and rank metrics to a block accumulator laid out as
 // [radius_precision (q+1) | radius_recall (q+1) | rank_precision (G) | rank_recall (G)].
@@ -42,7 +45,7 @@ template <class MakeWorker>
 Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, MakeWorker make_worker) {
     const size_t buckets = static_cast<size_t>(bits) + 1, G = plan.hit_ranks.size(), K = plan.ap_ranks.size();
     const size_t width = 2 * buckets + 2 * G;
-    const size_t blocks = (Q + kQueryBlock - 1) / kQueryBlock;
+    const size_t block = query_block(Q), blocks = (Q + block - 1) / block;
     Summary out;
     out.ap.assign(Q * K, 0.0);
     std::vector<double> block_acc(blocks * width, 0.0);
@@ -54,7 +57,7 @@ Summary reduce_queries(size_t Q, int bits, const RankPlan& plan, int threads, Ma
         std::vector<double> hits(kQueryBlock * G);
 #pragma omp for schedule(dynamic, 1)
         for (long long blk = 0; blk < static_cast<long long>(blocks); ++blk) {
-            const size_t q0 = size_t(blk) * kQueryBlock, q1 = std::min(Q, q0 + kQueryBlock);
+            const size_t q0 = size_t(blk) * block, q1 = std::min(Q, q0 + block);
             worker(q0, q1 - q0, n.data(), r.data(), out.ap.data() + q0 * K, hits.data());
             for (size_t j = 0; j < q1 - q0; ++j) {
                 const int64_t* nj = n.data() + j * buckets;
@@ -120,7 +123,7 @@ int resolve_threads(int threads) {
 
 Summary evaluate(const QuerySet& queries, const Database& db_in, Ties ties, const RankPlan& plan, int threads) {
     ScanLayout layout;
-    const Database db = with_scan_layout(db_in, layout);
+    const Database db = with_scan_layout(db_in, layout, resolve_threads(threads));
     std::vector<long double> harmonic;
     if (ties != Ties::Index) harmonic = harmonic_table(db.n);
     const size_t buckets = size_t(db.bits) + 1, K = plan.ap_ranks.size(), G = plan.hit_ranks.size();
@@ -194,7 +197,7 @@ void index_walk(const uint16_t* entries, size_t Q, size_t k, const int64_t* n, i
 
 void buckets(const QuerySet& queries, const Database& db_in, int threads, int64_t* n, int64_t* r) {
     ScanLayout layout;
-    const Database db = with_scan_layout(db_in, layout);
+    const Database db = with_scan_layout(db_in, layout, resolve_threads(threads));
     with_key_type(db, [&](auto key_type) {
         using Scanner = QueryScanner<decltype(key_type)>;
         const size_t width = static_cast<size_t>(db.bits) + 1, batch = Scanner::kBatch;

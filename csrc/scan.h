@@ -69,7 +69,7 @@ struct ScanLayout {
 // regrouped so that one vector holds the same byte of 32 items (N x code_bytes bytes), and class ids as uint16
 // (2N bytes) or label bitmaps as item bitsets (64 x label words x N / 8 bytes), so that a query's relevance to
 // a block is the OR of its few labels' bitsets instead of an AND and a narrowing of every item's label row.
-Database with_scan_layout(const Database& db, ScanLayout& storage);
+Database with_scan_layout(const Database& db, ScanLayout& storage, int threads);
 // AVX2, q <= kMaxByteKeyBits (byte keys), and class ids < kNoClass or label bitmaps of one or two words
 bool batch_kernel_fits(const Database& db);
 constexpr uint32_t kNoClass = 0xffff;  // the batch kernel's class ids are uint16: this one is no item's

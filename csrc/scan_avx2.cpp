@@ -137,34 +137,42 @@ BatchKernel batch_key_kernel(const Database& db) {
 BatchKernel batch_key_kernel(const Database&) { return nullptr; }
 #endif
 
-Database with_scan_layout(const Database& db, ScanLayout& storage) {
+Database with_scan_layout(const Database& db, ScanLayout& storage, int threads) {
     Database out = db;
     if (!batch_kernel_fits(db)) return out;
     const size_t padded = (db.n + kGroup - 1) / kGroup * kGroup, bytes = (size_t(db.bits) + 7) / 8;
+    const size_t blocks = (db.n + kBlock - 1) / kBlock, labels = 64 * db.labels.words;
     storage.codes.assign(padded * bytes, 0);  // padding items: code 0, no label; their keys are never kept
-    for (size_t i = 0; i < db.n; ++i) {
-        const uint8_t* code = reinterpret_cast<const uint8_t*>(db.codes + i * db.words);
-        uint8_t* group = storage.codes.data() + (i / kGroup) * bytes * kGroup + i % kGroup;
-        for (size_t b = 0; b < bytes; ++b) group[b * kGroup] = code[b];
-    }
     out.grouped_codes = storage.codes.data();
     out.code_bytes = bytes;
     if (db.labels.ids != nullptr) {
         storage.ids.assign(padded, 0);
-        for (size_t i = 0; i < db.n; ++i) storage.ids[grouped_id_slot(i)] = uint16_t(db.labels.ids[i]);
         out.grouped_ids = storage.ids.data();
-        return out;
+    } else {
+        storage.items_by_label.assign(blocks * labels * kBlockWords, 0);
+        out.items_by_label = storage.items_by_label.data();
     }
-    const size_t labels = 64 * db.labels.words, blocks = (db.n + kBlock - 1) / kBlock;
-    storage.items_by_label.assign(blocks * labels * kBlockWords, 0);
-    for (size_t i = 0; i < db.n; ++i)
-        for (size_t w = 0; w < db.labels.words; ++w)
-            for (uint64_t bits = db.labels.bitmaps[i * db.labels.words + w]; bits != 0; bits &= bits - 1) {
-                const size_t label = 64 * w + size_t(__builtin_ctzll(bits));
-                storage.items_by_label[((i / kBlock) * labels + label) * kBlockWords + (i % kBlock) / 64] |=
-                    uint64_t(1) << (i % 64);
-            }
-    out.items_by_label = storage.items_by_label.data();
+    // block by block on every thread: each block's items fill their own part of each copy
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long long k = 0; k < static_cast<long long>(blocks); ++k) {
+        const size_t begin = size_t(k) * kBlock, end = std::min(begin + kBlock, db.n);
+        for (size_t i = begin; i < end; ++i) {
+            const uint8_t* code = reinterpret_cast<const uint8_t*>(db.codes + i * db.words);
+            uint8_t* group = storage.codes.data() + (i / kGroup) * bytes * kGroup + i % kGroup;
+            for (size_t b = 0; b < bytes; ++b) group[b * kGroup] = code[b];
+        }
+        if (db.labels.ids != nullptr) {
+            for (size_t i = begin; i < end; ++i) storage.ids[grouped_id_slot(i)] = uint16_t(db.labels.ids[i]);
+            continue;
+        }
+        uint64_t* block_bits = storage.items_by_label.data() + size_t(k) * labels * kBlockWords;
+        for (size_t i = begin; i < end; ++i)
+            for (size_t w = 0; w < db.labels.words; ++w)
+                for (uint64_t bits = db.labels.bitmaps[i * db.labels.words + w]; bits != 0; bits &= bits - 1) {
+                    const size_t label = 64 * w + size_t(__builtin_ctzll(bits));
+                    block_bits[label * kBlockWords + (i % kBlock) / 64] |= uint64_t(1) << (i % 64);
+                }
+    }
     return out;
 }
 
