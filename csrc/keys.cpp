@@ -154,6 +154,13 @@ SHC_KEYS_AVX2 inline uint32_t equal_keys(const uint8_t* keys, __m256i a) {
 SHC_KEYS_AVX2 inline __m256i broadcast(uint16_t key) { return _mm256_set1_epi16(static_cast<short>(key)); }
 SHC_KEYS_AVX2 inline __m256i broadcast(uint8_t key) { return _mm256_set1_epi8(static_cast<char>(key)); }
 
+// the bits of x up to and including its n-th set bit (1 <= n <= popcount(x)); n is small here (a bucket's items
+// in one vector), so clearing the lowest bits one by one beats a per-key branch, which mispredicts
+inline uint32_t through_nth_set_bit(uint32_t x, int64_t n) {
+    for (; n > 1; --n) x &= x - 1;
+    return x ^ (x - 1);
+}
+
 // one vector of keys (32 bytes) at a time: the items of bucket d are keys 2d and 2d + 1
 template <class Key>
 SHC_KEYS_AVX2 int64_t prefix_avx2(const Key* keys, size_t begin, size_t count, unsigned d, int64_t m, int64_t seen,
@@ -163,8 +170,10 @@ SHC_KEYS_AVX2 int64_t prefix_avx2(const Key* keys, size_t begin, size_t count, u
     size_t i = begin;
     for (; i + step <= count; i += step) {
         const uint32_t relevant_mask = equal_keys(keys + i, hit);
-        const int64_t c = __builtin_popcount(equal_keys(keys + i, other) | relevant_mask);
-        if (seen + c >= m) break;  // the m-th item is among these
+        const uint32_t items = equal_keys(keys + i, other) | relevant_mask;
+        const int64_t c = __builtin_popcount(items);
+        if (seen + c >= m)  // the m-th item is among these: count the relevant ones up to it from the masks
+            return relevant + __builtin_popcount(relevant_mask & through_nth_set_bit(items, m - seen));
         seen += c;
         relevant += __builtin_popcount(relevant_mask);
     }
