@@ -1,8 +1,8 @@
 // Query-parallel drivers: evaluate (scan + rank metrics + reduction), the same reduction from externally
 // produced buckets, per-query buckets, and top-k search.
 //
-// Determinism: queries are processed in fixed blocks of kQueryBlock; each block sums its queries in query
-// order and blocks are summed in block order, so results do not depend on the thread count.
+// Determinism: queries are processed in blocks whose size depends on the query count only; each block sums its
+// queries in query order and blocks are summed in block order, so results do not depend on the thread count.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "evaluate.h"
+#include "pack.h"
 
 namespace py = pybind11;
 using namespace shc;
@@ -95,6 +96,25 @@ std::vector<int64_t> ranks_of(const Array<int64_t>& ranks, int64_t N, const char
     std::vector<int64_t> out(ranks.data(), ranks.data() + ranks.shape(0));
     for (int64_t k : out) require(k >= 1 && k <= N, std::string(what) + " must lie in [1, N]");
     return out;
+}
+
+// f(const T*) with T the C++ type of a native-byte-order bool / int8-64 / uint8 / float32-64 array
+template <class F>
+void with_value_type(const py::array& a, F&& f) {
+    const py::dtype dt = a.dtype();
+    require(dt.byteorder() != '>', "values must be in native byte order");
+    const char kind = dt.kind();
+    const size_t size = size_t(dt.itemsize());
+    const void* p = a.data();
+    if (kind == 'b' && size == 1) return f(static_cast<const bool*>(p));
+    if (kind == 'u' && size == 1) return f(static_cast<const uint8_t*>(p));
+    if (kind == 'i' && size == 1) return f(static_cast<const int8_t*>(p));
+    if (kind == 'i' && size == 2) return f(static_cast<const int16_t*>(p));
+    if (kind == 'i' && size == 4) return f(static_cast<const int32_t*>(p));
+    if (kind == 'i' && size == 8) return f(static_cast<const int64_t*>(p));
+    if (kind == 'f' && size == 4) return f(static_cast<const float*>(p));
+    if (kind == 'f' && size == 8) return f(static_cast<const double*>(p));
+    throw py::type_error("unsupported dtype for pack_rows (bool, uint8, int8-64, float32/64)");
 }
 
 template <class T>
@@ -252,6 +272,26 @@ PYBIND11_MODULE(_engine, m) {
         py::arg("query_codes"), py::arg("db_codes"), py::arg("bits"), py::arg("query_ids") = py::none(),
         py::arg("db_ids") = py::none(), py::arg("query_bitmaps") = py::none(), py::arg("db_bitmaps") = py::none(),
         py::arg("threads") = 0);
+
+    m.def(
+        "pack_rows",
+        [](const py::array& values, bool nonzero, bool msb_first, int threads) {
+            require(values.ndim() == 2 && values.shape(0) >= 1 && values.shape(1) >= 1,
+                    "values must be a non-empty 2-D array");
+            require(values.flags() & py::array::c_style, "values must be C-contiguous");
+            const size_t rows = size_t(values.shape(0)), cols = size_t(values.shape(1));
+            py::array_t<uint64_t> out({py::ssize_t(rows), py::ssize_t((cols + 63) / 64)});
+            uint64_t* o = out.mutable_data();
+            with_value_type(values, [&](const auto* v) {
+                py::gil_scoped_release release;
+                pack_rows(v, rows, cols, nonzero ? BitRule::NonZero : BitRule::NonNegative,
+                          msb_first ? BitOrder::MsbFirst : BitOrder::LsbFirst, threads, o);
+            });
+            return out;
+        },
+        py::arg("values"), py::arg("nonzero"), py::arg("msb_first"), py::arg("threads") = 0,
+        "Rows of values to rows of uint64 bit words: bit = value != 0 (nonzero) or value >= 0; column c at bit "
+        "c % 64 of word c / 64, or with msb_first in np.packbits' byte order.");
 
     m.def(
         "search",

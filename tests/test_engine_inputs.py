@@ -51,6 +51,29 @@ def test_packing_in_chunks_matches_packbits(rows, cols):
         np.testing.assert_array_equal(unpack_codes(packed, q), signs)
 
 
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "int32", "int64", "float32", "float64",
+                                   ">i4", ">f8", "float16", "uint16", "uint64"])
+@pytest.mark.parametrize("cols", [1, 8, 63, 64, 65, 200])
+def test_pack_rows_engine_and_numpy_agree_with_packbits(dtype, cols):
+    """The engine's packer (native bool/uint8/int/float dtypes) and the numpy one (everything else: other byte
+    orders, float16, wider unsigned) give np.packbits' bits, for both rules and both bit orders."""
+    from shc.codes import _pack_rows_numpy, pack_rows
+    rng = np.random.default_rng(cols)
+    values = (rng.integers(-3, 4, (37, cols)) if dtype != "bool" else rng.random((37, cols)) < 0.5)
+    values = np.abs(values) if dtype.startswith("uint") else values
+    arr = values.astype(dtype)
+    for nonzero in (True, False):
+        ones = (arr != 0) if nonzero else (arr >= 0)
+        for msb_first in (True, False):
+            packed = np.packbits(ones, axis=1, bitorder="big" if msb_first else "little")
+            want = np.zeros((37, (cols + 63) // 64 * 8), np.uint8)
+            want[:, :packed.shape[1]] = packed
+            for got in (pack_rows(arr, nonzero, msb_first), _pack_rows_numpy(arr, nonzero, msb_first),
+                        pack_rows(np.asfortranarray(arr), nonzero, msb_first)):
+                assert got.dtype == np.uint64 and got.shape == (37, (cols + 63) // 64)
+                np.testing.assert_array_equal(got.view(np.uint8), want)
+
+
 def test_packbits_input_and_padding_check(bits):
     packed, q = pack_codes(np.packbits(bits, axis=1), bits=70)
     np.testing.assert_array_equal(unpack_codes(packed, q), bits)
