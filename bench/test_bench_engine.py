@@ -27,6 +27,9 @@ WORKLOADS = {
     "c_large": (10000, 1000000, 64, 1000, "single", 1000),
 }
 RESULTS = {}  # workload -> {measurement: seconds}
+# Every contender is timed ROUNDS times and keeps its best: on a shared machine a single call can land in a phase
+# where another tenant holds a core, and the minimum over a few calls is the least disturbed estimate for all alike.
+ROUNDS = 5
 
 
 def loadavg():
@@ -117,7 +120,8 @@ def test_engine_evaluate(benchmark, workload):
     name, (qc, dc, ql, dl, k) = workload
     # the memory probe doubles as a warm-up run
     extra_bytes = peak_rss_increase(lambda: evaluate(qc, dc, ql, dl, topk=(k,)))
-    report = benchmark.pedantic(evaluate, args=(qc, dc, ql, dl), kwargs={"topk": (k,)}, rounds=3, iterations=1)
+    report = benchmark.pedantic(evaluate, args=(qc, dc, ql, dl), kwargs={"topk": (k,)}, rounds=ROUNDS,
+                                iterations=1)
     seconds = benchmark.stats.stats.min
     pairs = qc.shape[0] * dc.shape[0]
     per_core = pairs / seconds / _engine.default_threads()
@@ -128,7 +132,7 @@ def test_engine_evaluate(benchmark, workload):
     per_cpu_second = pairs / (time.process_time() - cpu_start)
     # one core's throughput on its own (the other core idle or running other tenants' jobs)
     single = []
-    for _ in range(1 if name == "c_large" else 2):
+    for _ in range(1 if name == "c_large" else ROUNDS):
         start = time.perf_counter()
         evaluate(qc, dc, ql, dl, topk=(k,), threads=1)
         single.append(time.perf_counter() - start)
@@ -151,7 +155,7 @@ def test_cli_whole_command(benchmark, workload, tmp_path_factory):
     cmd = [sys.executable, "-m", "shc.cli.eval", "--query-codes", str(tmp / "qc.npy"), "--db-codes",
            str(tmp / "dc.npy"), "--query-labels", str(tmp / "ql.npy"), "--db-labels", str(tmp / "dl.npy"),
            "--topk", str(k), "--json", str(tmp / "r.json"), "--quiet"]
-    benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"check": True}, rounds=3, iterations=1)
+    benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"check": True}, rounds=ROUNDS, iterations=1)
     assert json.loads((tmp / "r.json").read_text())["mAP"][str(k)] == pytest.approx(RESULTS[name]["mAP"])
     _record(name, "shc-eval command", benchmark.stats.stats.min, benchmark)
 
@@ -159,7 +163,7 @@ def test_cli_whole_command(benchmark, workload, tmp_path_factory):
 def test_baseline_numpy_loop(benchmark, workload):
     name, (qc, dc, ql, dl, k) = workload
     subset = 20
-    benchmark.pedantic(numpy_loop, args=(qc[:subset], dc, ql[:subset], dl, k), rounds=3, iterations=1)
+    benchmark.pedantic(numpy_loop, args=(qc[:subset], dc, ql[:subset], dl, k), rounds=ROUNDS, iterations=1)
     scaled = benchmark.stats.stats.min * qc.shape[0] / subset
     _record(name, "numpy loop (scaled)", scaled, benchmark, subset=subset, scaled_seconds=scaled)
 
@@ -173,7 +177,7 @@ def test_baseline_faiss_knn(benchmark, workload):
     faiss.omp_set_num_threads(_engine.default_threads())
     subset = min(qc.shape[0], 500)
     queries = pack(qc[:subset])
-    benchmark.pedantic(index.search, args=(queries, k), rounds=3, iterations=1)  # best of 3, as for shc-eval
+    benchmark.pedantic(index.search, args=(queries, k), rounds=ROUNDS, iterations=1)
     scaled = benchmark.stats.stats.min * qc.shape[0] / subset
     _record(name, "faiss IndexBinaryFlat k-NN (scaled)", scaled, benchmark, subset=subset, scaled_seconds=scaled)
 
