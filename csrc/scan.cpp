@@ -162,7 +162,8 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
         block.begin = begin;
         block.count = std::min(kBlock, db_.n - begin);
         for (size_t j = 0; j < kBatch; ++j)
-            block.keys[j] = keep_ ? kept_byte_keys(j) + begin : batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
+            block.keys[j] =
+                keep_ ? kept_byte_keys(j) + begin : batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
         if (query_labels.bitmaps != nullptr)
             relevant_bits(db_, query_labels, first, count, begin, begin + kBlock < db_.n, relevant);
         // kept keys go straight to their rows, the next block's requested for writing meanwhile (without that,

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
 def console_main() -> None:
     """The shc-eval command: main() without the cyclic GC (the job makes no cycles worth collecting) and without
-    the interpreter's teardown (freeing every module and array, ~60 ms of a ~0.7 s command), once all output is
+    the interpreter's teardown (freeing every module and array, ~80 ms of a ~0.6 s command), once all output is
     flushed. In-process callers use main()."""
     gc.disable()
     code = main()
