@@ -97,8 +97,8 @@ struct PendingKeys {
 // nibbles of a 16-entry table (doubled popcount of the query nibble XOR each value), looked up by vpshufb for
 // 32 items at once on the regrouped codes. Each code byte is loaded and split into nibbles once for the whole
 // batch, and the distances come out as bytes in item order: no per-item popcount, lane sum or packing (twice
-// the keys per vector op of a popcount kernel). After each group of 32 items it counts that group of the pending
-// keys of every query (count_pending), so the scalar increments overlap the vector work of the next group.
+// the keys per vector op of a popcount kernel). After every 4 groups of 32 items it counts those groups of the
+// pending keys of every query (count_pending), so the scalar increments overlap the vector work of the next ones.
 using BatchKernel = void (*)(const Database& db, const BatchBlock& block, const PendingKeys& pending);
 BatchKernel batch_key_kernel(const Database& db);  // for a db made by with_scan_layout; null where none fits
 // keys [from, to) of every query, the queries' increments interleaved: their histograms are independent, so

@@ -81,6 +81,10 @@ struct RelevantBits {
     }
 };
 
+// groups of vector work between two count_pending calls: each call reloads the batch's pointers and registers,
+// so a call per group cost a few percent (every 4 groups: 1-7% faster than every group, (a), engine A/B)
+constexpr size_t kCountEvery = 4;
+
 template <class Relevance>
 SHC_AVX2 void batch_keys(const Database& db, const BatchBlock& block, const Relevance& relevance,
                          const PendingKeys& pending) {
@@ -113,9 +117,12 @@ SHC_AVX2 void batch_keys(const Database& db, const BatchBlock& block, const Rele
                 std::memcpy(block.keys[j] + kGroup * g, tail, block.count - kGroup * g);
             }
         }
-        if (kGroup * (g + 1) <= pending.count) count_pending(pending, kGroup * g, kGroup * (g + 1));
+        if ((g + 1) % kCountEvery == 0 && kGroup * (g + 1) <= pending.count)
+            count_pending(pending, kGroup * (g + 1 - kCountEvery), kGroup * (g + 1));
     }
-    count_pending(pending, std::min(pending.count, kGroup * groups), pending.count);
+    // the rest, from the end of the last stride the loop counted
+    const size_t counted = kGroup * (std::min(groups, pending.count / kGroup) / kCountEvery * kCountEvery);
+    count_pending(pending, counted, pending.count);
 }
 
 SHC_AVX2 void batch_keys_ids(const Database& db, const BatchBlock& block, const PendingKeys& pending) {
