@@ -79,6 +79,15 @@ def _load_torch(path: str, key: str | None) -> np.ndarray:
     return (obj.float() if obj.dtype == torch.bfloat16 else obj).numpy()
 
 
+def _load_npy(path: str, mmap: bool) -> np.ndarray:
+    if mmap:
+        try:
+            return np.load(path, allow_pickle=False, mmap_mode="r")
+        except OSError:  # a file system that cannot map files: read it instead
+            pass
+    return np.load(path, allow_pickle=False)
+
+
 def load_array(spec: str, *, mmap: bool = False) -> np.ndarray:
     """The array stored at ``spec`` = ``path`` or ``path:key``. With ``mmap``, a .npy file is mapped read-only
     instead of read into memory (for one pass over it, as shc-eval makes: no copy, no page faults on a fresh
@@ -93,7 +102,7 @@ def load_array(spec: str, *, mmap: bool = False) -> np.ndarray:
         raise ValueError(f"{path}: {suffix} files hold one array; drop ':{key}'")
     try:
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+            arr = _load_npy(path, mmap)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 arr = z[_choose(z.files, key, path)]

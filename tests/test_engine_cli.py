@@ -84,3 +84,15 @@ def test_cli_command_flushes_everything_before_its_fast_exit(files):
     assert (tmp / "pr.png").read_bytes()[-8:] == b"IEND\xaeB`\x82"  # the PNG's last chunk: the file is whole
     proc = subprocess.run(command + ["--topk", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("shc-eval: error:") and proc.stdout == ""
+
+
+def test_cli_closed_output_pipe_exits_quietly(files):
+    """`shc-eval ... | head`: the reader is gone before the summary is printed; exit 1 without an error or a
+    traceback, the JSON still written."""
+    tmp, _ = files
+    proc = subprocess.Popen([sys.executable, "-m", "shc.cli.eval"] + _args(tmp) + ["--json", str(tmp / "r.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child reaches its print (its imports alone take ~0.2 s)
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1 and err == ""
+    assert "mAP" in json.loads((tmp / "r.json").read_text())

@@ -218,6 +218,22 @@ def test_load_array_mmap_maps_npy_read_only(tmp_path, order):
             load_array(str(tmp_path / "obj.npy"), mmap=mmap)
 
 
+def test_load_array_mmap_falls_back_to_reading_where_mapping_fails(tmp_path, monkeypatch):
+    a = np.arange(6, dtype=np.int8).reshape(2, 3)
+    np.save(tmp_path / "a.npy", a)
+    real_load = np.load
+
+    def no_mmap(*args, mmap_mode=None, **kwargs):  # a file system without mmap support
+        if mmap_mode is not None:
+            raise OSError(19, "No such device")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", no_mmap)
+    got = load_array(str(tmp_path / "a.npy"), mmap=True)
+    assert not isinstance(got, np.memmap)
+    np.testing.assert_array_equal(got, a)
+
+
 def test_load_array_torch(tmp_path):
     torch = pytest.importorskip("torch")
     t = torch.arange(6.0).reshape(2, 3)
