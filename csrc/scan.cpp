@@ -161,15 +161,15 @@ void QueryScanner<Key>::scan_batch(const uint64_t* query_codes, const Labels& qu
     for (size_t begin = 0; begin < db_.n; begin += kBlock, ++blocks) {
         block.begin = begin;
         block.count = std::min(kBlock, db_.n - begin);
-        for (size_t j = 0; j < kBatch; ++j)
+        // kept keys go straight to their rows, the next block's requested for writing meanwhile (without that,
+        // copying the keys out of an L1-resident buffer measured faster); others to a double buffer
+        const bool more = begin + kBlock < db_.n;
+        for (size_t j = 0; j < kBatch; ++j) {
             block.keys[j] =
                 keep_ ? kept_byte_keys(j) + begin : batch_keys_.data() + ((blocks % 2) * kBatch + j) * kBlock;
-        if (query_labels.bitmaps != nullptr)
-            relevant_bits(db_, query_labels, first, count, begin, begin + kBlock < db_.n, relevant);
-        // kept keys go straight to their rows, the next block's requested for writing meanwhile (without that,
-        // copying the keys out of an L1-resident buffer measured faster)
-        for (size_t j = 0; j < kBatch; ++j)
-            block.next_keys[j] = keep_ && begin + kBlock < db_.n ? kept_byte_keys(j) + begin + kBlock : nullptr;
+            block.next_keys[j] = keep_ && more ? block.keys[j] + kBlock : nullptr;
+        }
+        if (query_labels.bitmaps != nullptr) relevant_bits(db_, query_labels, first, count, begin, more, relevant);
         batch_(db_, block, pending);
         // the previous block's keys are counted now: every key of the batch before `begin`
         if (keep_ && begin % segment_ == 0)  // (the kernel counts into the first sub-histogram only)

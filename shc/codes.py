@@ -54,11 +54,12 @@ def _words(bits: int) -> int:
     return (bits + 63) // 64
 
 
-def _bytes_to_words(packed_bytes: np.ndarray, bits: int, out: np.ndarray, start: int) -> None:
-    rows, nbytes = packed_bytes.shape
-    padded = np.zeros((rows, _words(bits) * 8), dtype=np.uint8)
-    padded[:, :nbytes] = packed_bytes
-    out[start:start + rows] = padded.view(np.uint64)
+def _bytes_to_words(chunks, rows: int, bits: int) -> np.ndarray:
+    """uint64 rows (zero-padded to whole words) from rows of packed bytes, given as (first row, bytes) chunks."""
+    out = np.zeros((rows, _words(bits) * 8), dtype=np.uint8)
+    for start, packed in chunks:
+        out[start:start + len(packed), :packed.shape[1]] = packed
+    return out.view(np.uint64)
 
 
 def _all_zero_or_one(arr: np.ndarray) -> bool:
@@ -88,12 +89,11 @@ def pack_rows(arr: np.ndarray, nonzero: bool, msb_first: bool) -> np.ndarray:
 
 
 def _pack_rows_numpy(arr: np.ndarray, nonzero: bool, msb_first: bool) -> np.ndarray:
-    out = np.zeros((len(arr), _words(arr.shape[1]) * 8), dtype=np.uint8)
-    for start, chunk in _row_chunks(arr):
-        ones = (chunk != 0) if nonzero else (chunk >= 0)
-        packed = np.packbits(ones, axis=1, bitorder="big" if msb_first else "little")
-        out[start:start + len(chunk), :packed.shape[1]] = packed
-    return out.view(np.uint64)
+    def packed(chunk):
+        return np.packbits((chunk != 0) if nonzero else (chunk >= 0), axis=1, bitorder="big" if msb_first else "little")
+
+    chunks = ((start, packed(chunk)) for start, chunk in _row_chunks(arr))
+    return _bytes_to_words(chunks, len(arr), arr.shape[1])
 
 
 def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[np.ndarray, int]:
@@ -124,10 +124,7 @@ def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[
     spare = cols * 8 - q
     if spare and (arr[:, -1] & np.uint8((1 << spare) - 1)).any():
         raise ValueError(f"{what}: packed bytes have bits set beyond bits={q}; is the bit count right?")
-    out = np.empty((n, _words(q)), dtype=np.uint64)
-    for start, chunk in _row_chunks(arr):
-        _bytes_to_words(np.ascontiguousarray(chunk), q, out, start)
-    return out, q
+    return _bytes_to_words([(0, arr)], n, q), q
 
 
 def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
