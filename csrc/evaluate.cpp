@@ -214,39 +214,29 @@ void buckets(const QuerySet& queries, const Database& db_in, int threads, int64_
     });
 }
 
+namespace {
+
+// queries searched together: each database block is read once per tile (wide codes are bound by that traffic)
+constexpr size_t kSearchTile = 4;
+
+}  // namespace
+
 void search(const QuerySet& queries, const Database& db, size_t k, int threads, int64_t* indices, int32_t* distances) {
     if (k == 0 || k > db.n) throw std::invalid_argument("k must be in [1, N]");
     const size_t width = static_cast<size_t>(db.bits) + 1;
+    const size_t tiles = (queries.n + kSearchTile - 1) / kSearchTile;
     const HammingFn hamming = hamming_kernel(db.words);
 #pragma omp parallel num_threads(resolve_threads(threads))
     {
-        std::vector<uint16_t> distance(db.n);
-        std::vector<int64_t> n(width), slot(width);
-#pragma omp for schedule(dynamic, 16)
-        for (long long qi = 0; qi < static_cast<long long>(queries.n); ++qi) {
-            scan_distances(db, hamming, queries.codes + size_t(qi) * db.words, distance.data(), n.data());
-            // counting sort restricted to the top k: bucket d starts at slot[d]; the cut-off bucket takes only
-            // its first (k - items before it) items in index order
-            int64_t placed = 0;
-            size_t cut = 0;
-            for (; cut < width; ++cut) {
-                slot[cut] = placed;
-                placed += n[cut];
-                if (placed >= int64_t(k)) break;
-            }
-            int64_t* out_idx = indices + size_t(qi) * k;
-            int32_t* out_dist = distances + size_t(qi) * k;
-            int64_t filled = 0;
-            for (size_t i = 0; i < db.n && filled < int64_t(k); ++i) {
-                const size_t d = distance[i];
-                if (d > cut) continue;
-                const int64_t s = slot[d];
-                if (d == cut && s >= int64_t(k)) continue;
-                slot[d] = s + 1;
-                out_idx[s] = int64_t(i);
-                out_dist[s] = int32_t(d);
-                ++filled;
-            }
+        std::vector<uint16_t> distance(kSearchTile * db.n);
+        std::vector<int64_t> n(kSearchTile * width), slot(width);
+#pragma omp for schedule(dynamic, 4)
+        for (long long t = 0; t < static_cast<long long>(tiles); ++t) {
+            const size_t first = size_t(t) * kSearchTile, count = std::min(kSearchTile, queries.n - first);
+            scan_distances(db, hamming, queries.codes + first * db.words, count, distance.data(), n.data());
+            for (size_t j = 0; j < count; ++j)
+                top_k_by_distance(distance.data() + j * db.n, n.data() + j * width, db.n, k, width, slot.data(),
+                      indices + (first + j) * k, distances + (first + j) * k);
         }
     }
 }

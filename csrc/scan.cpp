@@ -68,6 +68,13 @@ void sum_sub_histograms(const uint32_t* hist, size_t width, uint32_t* out) {
     for (size_t x = 0; x < width; ++x) out[x] = hist[x] + hist[width + x] + hist[2 * width + x] + hist[3 * width + x];
 }
 
+// how many of distance[0, 64) are at most cut (a plain reduction the compiler vectorises)
+SHC_VECTOR_CLONES unsigned count_at_most(const uint16_t* __restrict distance, uint16_t cut) {
+    unsigned count = 0;
+    for (size_t i = 0; i < 64; ++i) count += distance[i] <= cut;
+    return count;
+}
+
 }  // namespace
 
 template <class Key>
@@ -222,15 +229,49 @@ int64_t QueryScanner<Key>::relevant_in_prefix(size_t j, unsigned d, int64_t m, i
 template class QueryScanner<uint8_t>;
 template class QueryScanner<uint16_t>;
 
-void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,
-                    int64_t* n) {
-    std::fill(n, n + db.bits + 1, 0);
+void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_codes, size_t count,
+                    uint16_t* distance, int64_t* n) {
+    const size_t width = size_t(db.bits) + 1;
+    std::fill(n, n + count * width, 0);
     for (size_t begin = 0; begin < db.n; begin += kBlock) {
         const size_t m = std::min(kBlock, db.n - begin);
-        uint16_t* d = distance + begin;
-        hamming(query_code, db.codes + begin * db.words, m, db.words, d);
-        for (size_t i = 0; i < m; ++i) ++n[d[i]];
+        for (size_t j = 0; j < count; ++j) {
+            uint16_t* d = distance + j * db.n + begin;
+            hamming(query_codes + j * db.words, db.codes + begin * db.words, m, db.words, d);
+            int64_t* hist = n + j * width;
+            for (size_t i = 0; i < m; ++i) ++hist[d[i]];
+        }
     }
+}
+
+void top_k_by_distance(const uint16_t* distance, const int64_t* n, size_t N, size_t k, size_t width, int64_t* slot,
+                       int64_t* indices, int32_t* distances) {
+    // bucket d's items go to slots from slot[d]; the cut-off bucket takes only its first (k - items before it)
+    int64_t placed = 0;
+    size_t cut = 0;
+    for (; cut < width; ++cut) {
+        slot[cut] = placed;
+        placed += n[cut];
+        if (placed >= int64_t(k)) break;
+    }
+    int64_t filled = 0;
+    auto place = [&](size_t from, size_t to) {
+        for (size_t i = from; i < to && filled < int64_t(k); ++i) {
+            const size_t d = distance[i];
+            if (d > cut) continue;
+            const int64_t s = slot[d];
+            if (d == cut && s >= int64_t(k)) continue;
+            slot[d] = s + 1;
+            indices[s] = int64_t(i);
+            distances[s] = int32_t(d);
+            ++filled;
+        }
+    };
+    // k << N: most runs of 64 items hold none of the k, and a vector test skips them
+    size_t i = 0;
+    for (; i + 64 <= N && filled < int64_t(k); i += 64)
+        if (count_at_most(distance + i, uint16_t(cut)) != 0) place(i, i + 64);
+    place(i, N);
 }
 
 }  // namespace shc

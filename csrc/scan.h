@@ -176,8 +176,14 @@ private:
 extern template class QueryScanner<uint8_t>;
 extern template class QueryScanner<uint16_t>;
 
-// Distances of one query to every database item, in index order, and their histogram (search).
-void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_code, uint16_t* distance,
-                    int64_t* n);
+// Distances of `count` consecutive queries to every database item, in index order (query j's in
+// distance[j N, (j + 1) N)), and their histograms (n[j (q + 1) + d]), for search. Block by block, every query
+// in turn: a block's codes are read from memory once for all of them.
+void scan_distances(const Database& db, HammingFn hamming, const uint64_t* query_codes, size_t count,
+                    uint16_t* distance, int64_t* n);
+// The k nearest of N items in (distance, index) order, from one query's distances and their histogram n
+// (q + 1 buckets): a counting sort restricted to the top k. slot: q + 1 counters of scratch.
+void top_k_by_distance(const uint16_t* distance, const int64_t* n, size_t N, size_t k, size_t width, int64_t* slot,
+                       int64_t* indices, int32_t* distances);
 
 }  // namespace shc
