@@ -184,6 +184,7 @@ SHC_KEYS_AVX2 int64_t prefix_avx2(const Key* keys, size_t begin, size_t count, u
 template <class Key>
 size_t select_any(const Key* keys, size_t count, Key limit, Key* out) {
 #ifdef SHC_KEYS_X86
+    if (keys_use_avx512()) return select_avx512(keys, count, limit, out);
     if (keys_use_avx2()) return select_avx2(keys, count, limit, out);
 #endif
     return select_scalar(keys, count, limit, out);
@@ -192,6 +193,7 @@ size_t select_any(const Key* keys, size_t count, Key limit, Key* out) {
 template <class Key>
 size_t bucket_relevance_any(const Key* keys, size_t count, unsigned d, uint8_t* out) {
 #ifdef SHC_KEYS_X86
+    if (keys_use_avx512()) return bucket_relevance_avx512(keys, count, d, out);
     if (keys_use_avx2()) return bucket_relevance_avx2(keys, count, d, out);
 #endif
     return bucket_relevance_scalar(keys, count, d, out);
