@@ -29,17 +29,18 @@ inline bool key_relevant(unsigned key) { return key & 1u; }
 inline bool keys_use_avx2() { return static_cast<int>(active_isa()) >= static_cast<int>(Isa::Avx2); }
 
 #ifdef SHC_KEYS_X86
-// The AVX-512 BW + VBMI2 twins of select_keys_at_most and bucket_relevance (keys_avx512.cpp), used when the
-// active path is avx512 and the CPU has those extensions too
+// The AVX-512 BW + VBMI2 twins of select_keys_at_most and bucket_relevance (keys_avx512.cpp, instantiated for
+// uint8_t and uint16_t keys), used when the active path is avx512 and the CPU has those extensions too
+#define SHC_KEYS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")))
 bool keys_use_avx512();
-size_t select_avx512(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out);
-size_t select_avx512(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out);
-size_t bucket_relevance_avx512(const uint8_t* keys, size_t count, unsigned d, uint8_t* out);
-size_t bucket_relevance_avx512(const uint16_t* keys, size_t count, unsigned d, uint8_t* out);
+template <class Key>
+SHC_KEYS_AVX512 size_t select_avx512(const Key* keys, size_t count, Key limit, Key* out);
+template <class Key>
+SHC_KEYS_AVX512 size_t bucket_relevance_avx512(const Key* keys, size_t count, unsigned d, uint8_t* out);
 #endif
 
 // Copies the keys <= limit of keys[0..count) to out, in order, and returns how many there are. out must have room
-// for count + 8 keys (the AVX2 path stores 8 at a time; the AVX-512 one whole vectors, ending by out + count). Branch-free: the walks that use it select a few
+// for count + 8 keys (the AVX2 path stores 8 at a time). Branch-free: the walks that use it select a few
 // percent of the keys, scattered, where a branch per selected key would mispredict almost every time.
 size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out);
 size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out);
