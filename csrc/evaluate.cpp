@@ -236,7 +236,7 @@ void search(const QuerySet& queries, const Database& db, size_t k, int threads, 
             scan_distances(db, hamming, queries.codes + first * db.words, count, distance.data(), n.data());
             for (size_t j = 0; j < count; ++j)
                 top_k_by_distance(distance.data() + j * db.n, n.data() + j * width, db.n, k, width, slot.data(),
-                      indices + (first + j) * k, distances + (first + j) * k);
+                                  indices + (first + j) * k, distances + (first + j) * k);
         }
     }
 }

@@ -82,7 +82,7 @@ SHC_KEYS_AVX512 size_t select_avx512(const Key* keys, size_t count, Key limit, K
     return m;
 }
 
-// key | 1 == 2d + 1 selects bucket d
+// bucket d: the keys 2d and 2d + 1
 template <class Key>
 SHC_KEYS_AVX512 size_t bucket_relevance_avx512(const Key* keys, size_t count, unsigned d, uint8_t* out) {
     constexpr size_t lanes = 64 / sizeof(Key);
