@@ -12,7 +12,7 @@ using HammingFn = void (*)(const uint64_t* query, const uint64_t* db, size_t n, 
 
 enum class Isa : int { Generic = 0, Popcnt = 1, Avx2 = 2, Avx512 = 3 };
 
-// Per-ISA kernel tables (each specialised for 1, 2 and 4 words plus a generic loop).
+// Per-ISA kernel tables (each specialised for a few widths, 1, 2, 4 words and more, plus a generic loop).
 HammingFn hamming_generic(size_t words);
 HammingFn hamming_popcnt(size_t words);
 HammingFn hamming_avx2(size_t words);

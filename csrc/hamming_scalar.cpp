@@ -52,6 +52,8 @@ HammingFn hamming_generic(size_t words) {
         case 1: return generic_kernel<1>;
         case 2: return generic_kernel<2>;
         case 4: return generic_kernel<4>;
+        case 8: return generic_kernel<8>;
+        case 16: return generic_kernel<16>;
         default: return generic_kernel<0>;
     }
 }
@@ -61,6 +63,8 @@ HammingFn hamming_popcnt(size_t words) {
         case 1: return popcnt_kernel<1>;
         case 2: return popcnt_kernel<2>;
         case 4: return popcnt_kernel<4>;
+        case 8: return popcnt_kernel<8>;
+        case 16: return popcnt_kernel<16>;
         default: return popcnt_kernel<0>;
     }
 }
