@@ -63,12 +63,36 @@ SHC_AVX2 inline unsigned hsum_lanes(__m256i s) {
     return static_cast<unsigned>(_mm_cvtsi128_si32(t));
 }
 
-SHC_AVX2 void kernel4(const uint64_t* q, const uint64_t* db, size_t n, size_t, uint16_t* out) {
-    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-    for (size_t i = 0; i < n; ++i) {
-        const __m256i x = _mm256_xor_si256(qv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(db + 4 * i)));
-        out[i] = static_cast<uint16_t>(hsum_lanes(popcount_lanes(x)));
+// four items' lane sums (vpsadbw results: four 64-bit lanes each) folded into one vector, lane i = item i's total
+SHC_AVX2 inline __m256i fold4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));  // a01 b01 a23 b23
+    const __m256i cd = _mm256_add_epi64(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d));
+    return _mm256_add_epi64(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+// W words (a multiple of 4, at most 124: byte counts of up to 31 chunks fit a byte) of one item: lane sums
+template <size_t W>
+SHC_AVX2 inline __m256i lane_counts(const uint64_t* q, const uint64_t* row) {
+    static_assert(W % 4 == 0 && W / 4 <= 31, "four-word chunks whose byte counts fit a byte");
+    __m256i bytes = _mm256_setzero_si256();
+    for (size_t c = 0; c < W / 4; ++c)
+        bytes = _mm256_add_epi8(bytes, popcount_bytes(_mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 4 * c)),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 4 * c)))));
+    return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
+}
+
+// W = 4, 8, 16 words: four items at a time, their lane sums folded (no per-item horizontal sum)
+template <size_t W>
+SHC_AVX2 void kernel_wide(const uint64_t* q, const uint64_t* db, size_t n, size_t, uint16_t* out) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint64_t* rows = db + i * W;
+        store4(fold4(lane_counts<W>(q, rows), lane_counts<W>(q, rows + W), lane_counts<W>(q, rows + 2 * W),
+                     lane_counts<W>(q, rows + 3 * W)),
+               out + i);
     }
+    for (; i < n; ++i) out[i] = static_cast<uint16_t>(scalar_distance(q, db + i * W, W));
 }
 
 // any width: byte counts of up to 31 four-word chunks are summed before one vpsadbw (31 * 8 < 256)
@@ -99,7 +123,9 @@ HammingFn hamming_avx2(size_t words) {
     switch (words) {
         case 1: return kernel1;
         case 2: return kernel2;
-        case 4: return kernel4;
+        case 4: return kernel_wide<4>;
+        case 8: return kernel_wide<8>;
+        case 16: return kernel_wide<16>;
         default: return kernelN;
     }
 }
