@@ -305,7 +305,7 @@ def restore_isa():
     _engine.set_isa(before)
 
 
-@pytest.mark.parametrize("q", BITS + [2, 63, 127, 129, 255, 256, 257, 513, 1024])
+@pytest.mark.parametrize("q", BITS + [2, 63, 127, 129, 255, 256, 257, 513, 1024, 4000, 32767])
 def test_every_isa_path_gives_reference_distances(q, restore_isa):
     rng = np.random.default_rng(q)
     qb, db = rng.random((3, q)) < 0.5, rng.random((37, q)) < 0.5  # 37: vector bodies and scalar tails
