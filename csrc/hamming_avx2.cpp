@@ -1,4 +1,6 @@
 // AVX2 kernels: byte popcounts by nibble lookup (vpshufb), summed per 64-bit lane with vpsadbw.
+#include <algorithm>
+
 #include "hamming.h"
 #include "popcount_avx2.h"
 
@@ -70,12 +72,11 @@ SHC_AVX2 inline __m256i fold4(__m256i a, __m256i b, __m256i c, __m256i d) {
     return _mm256_add_epi64(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
 }
 
-// W words (a multiple of 4, at most 124: byte counts of up to 31 chunks fit a byte) of one item: lane sums
-template <size_t W>
-SHC_AVX2 inline __m256i lane_counts(const uint64_t* q, const uint64_t* row) {
-    static_assert(W % 4 == 0 && W / 4 <= 31, "four-word chunks whose byte counts fit a byte");
+// lane sums of the popcounts of four-word chunks [c0, c1) of query XOR row; c1 - c0 <= 31, so that the byte
+// counts (at most 8 per chunk) fit a byte before the one vpsadbw
+SHC_AVX2 inline __m256i chunk_lane_counts(const uint64_t* q, const uint64_t* row, size_t c0, size_t c1) {
     __m256i bytes = _mm256_setzero_si256();
-    for (size_t c = 0; c < W / 4; ++c)
+    for (size_t c = c0; c < c1; ++c)
         bytes = _mm256_add_epi8(bytes, popcount_bytes(_mm256_xor_si256(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 4 * c)),
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 4 * c)))));
@@ -85,12 +86,12 @@ SHC_AVX2 inline __m256i lane_counts(const uint64_t* q, const uint64_t* row) {
 // W = 4, 8, 16 words: four items at a time, their lane sums folded (no per-item horizontal sum)
 template <size_t W>
 SHC_AVX2 void kernel_wide(const uint64_t* q, const uint64_t* db, size_t n, size_t, uint16_t* out) {
+    static_assert(W % 4 == 0 && W / 4 <= 31, "whole four-word chunks, one vpsadbw per item");
+    const auto item = [q](const uint64_t* row) SHC_AVX2 { return chunk_lane_counts(q, row, 0, W / 4); };
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
         const uint64_t* rows = db + i * W;
-        store4(fold4(lane_counts<W>(q, rows), lane_counts<W>(q, rows + W), lane_counts<W>(q, rows + 2 * W),
-                     lane_counts<W>(q, rows + 3 * W)),
-               out + i);
+        store4(fold4(item(rows), item(rows + W), item(rows + 2 * W), item(rows + 3 * W)), out + i);
     }
     for (; i < n; ++i) out[i] = static_cast<uint16_t>(scalar_distance(q, db + i * W, W));
 }
@@ -101,16 +102,8 @@ SHC_AVX2 void kernelN(const uint64_t* q, const uint64_t* db, size_t n, size_t wo
     for (size_t i = 0; i < n; ++i) {
         const uint64_t* row = db + i * words;
         __m256i total = _mm256_setzero_si256();
-        for (size_t c0 = 0; c0 < chunks; c0 += 31) {
-            const size_t c1 = c0 + 31 < chunks ? c0 + 31 : chunks;
-            __m256i bytes = _mm256_setzero_si256();
-            for (size_t c = c0; c < c1; ++c) {
-                const __m256i x = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 4 * c)),
-                                                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 4 * c)));
-                bytes = _mm256_add_epi8(bytes, popcount_bytes(x));
-            }
-            total = _mm256_add_epi64(total, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));
-        }
+        for (size_t c0 = 0; c0 < chunks; c0 += 31)
+            total = _mm256_add_epi64(total, chunk_lane_counts(q, row, c0, std::min(c0 + 31, chunks)));
         unsigned d = hsum_lanes(total);
         d += scalar_distance(q + 4 * chunks, row + 4 * chunks, words - 4 * chunks);
         out[i] = static_cast<uint16_t>(d);

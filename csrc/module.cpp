@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "evaluate.h"
 #include "pack.h"
@@ -144,6 +145,11 @@ PYBIND11_MODULE(_engine, m) {
 
     m.def("isa", []() { return std::string(isa_name(active_isa())); }, "Popcount path in use.");
     m.def("best_isa", []() { return std::string(isa_name(best_isa())); }, "Fastest path this CPU supports.");
+    m.def("runnable_isas", []() {
+            std::vector<std::string> names;
+            for (int isa = 0; isa <= static_cast<int>(best_isa()); ++isa) names.push_back(isa_name(static_cast<Isa>(isa)));
+            return names;
+        }, "Popcount paths this CPU can run, slowest first (the last is best_isa()).");
     m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name.c_str())); }, py::arg("name"),
           "Force a popcount path (generic, popcnt, avx2, avx512); ValueError if the CPU lacks it.");
     m.def("default_threads", []() { return resolve_threads(0); });

@@ -293,24 +293,12 @@ def test_report_from_buckets_index_ties_uses_supplied_stats():
         report_from_buckets(n, r, ties="index")
 
 
-def _isas():
-    order = ["generic", "popcnt", "avx2", "avx512"]
-    return order[: order.index(_engine.best_isa()) + 1]
-
-
-@pytest.fixture
-def restore_isa():
-    before = _engine.isa()
-    yield
-    _engine.set_isa(before)
-
-
 @pytest.mark.parametrize("q", BITS + [2, 63, 127, 129, 255, 256, 257, 513, 1024, 4000, 32767])
 def test_every_isa_path_gives_reference_distances(q, restore_isa):
     rng = np.random.default_rng(q)
     qb, db = rng.random((3, q)) < 0.5, rng.random((37, q)) < 0.5  # 37: vector bodies and scalar tails
     expected = ref_distances(qb, db)
-    for isa in _isas():
+    for isa in _engine.runnable_isas():
         _engine.set_isa(isa)
         n, _ = buckets(qb, db, np.zeros(3, int), np.zeros(37, int))
         np.testing.assert_array_equal(n, [np.bincount(row, minlength=q + 1) for row in expected], err_msg=isa)
@@ -349,7 +337,7 @@ def test_every_isa_path_gives_reference_index_ranking(density, restore_isa):
     db = (rng.random((1100, 12)) < 0.5)  # > one 1024-item block, several 128-item chunks, heavy ties
     ql, dl = rng.random((5, 3)) < 0.6, rng.random((1100, 3)) < density
     ref = ref_report(qb, db, ql, dl, [7, 500, "all"], "index", 2, [1, 300, 1100])
-    for isa in _isas():
+    for isa in _engine.runnable_isas():
         _engine.set_isa(isa)
         report = evaluate(qb, db, ql, dl, topk=[7, 500, "all"], pr_ranks=[1, 300, 1100])
         assert_matches_reference(report, ref)
@@ -374,7 +362,7 @@ def test_every_label_width_and_isa_gives_reference_metrics(q, labels, restore_is
         ql, dl = rng.random((11, labels)) < 3 / labels, rng.random((1061, labels)) < 3 / labels
         dl[::7, labels - 1] = ql[::3, labels - 1] = True
     ref = ref_report(qb, db, ql, dl, [10, 300, "all"], "index", 2, [1, 500, 1061])
-    for isa in _isas():
+    for isa in _engine.runnable_isas():
         _engine.set_isa(isa)
         assert_matches_reference(evaluate(qb, db, ql, dl, topk=[10, 300, "all"], pr_ranks=[1, 500, 1061]), ref)
 
@@ -389,7 +377,7 @@ def test_index_walk_few_and_many_buckets_every_isa(q, topk, restore_isa):
     db[::3] = qb[rng.integers(0, 5, 1000)] ^ (rng.random((1000, q)) < 0.1)  # near items: small buckets first
     ql, dl = rng.integers(0, 4, 5), rng.integers(0, 4, 3000)
     ref = ref_report(qb, db, ql, dl, topk, "index", 2, [1, 2999])
-    for isa in _isas():
+    for isa in _engine.runnable_isas():
         _engine.set_isa(isa)
         assert_matches_reference(evaluate(qb, db, ql, dl, topk=topk, pr_ranks=[1, 2999]), ref)
 
@@ -405,7 +393,7 @@ def test_index_hits_past_the_ap_cutoff_every_isa(q, N, restore_isa):
     ql, dl = rng.integers(0, 3, 4), rng.integers(0, 3, N)
     grid = np.unique(np.concatenate([rng.integers(1, N + 1, 60), [1, 16, 17, 1023, 1024, 1025, N - 1, N]]))
     ref = ref_report(qb, db, ql, dl, [1, 37], "index", 2, grid)
-    for isa in _isas():
+    for isa in _engine.runnable_isas():
         _engine.set_isa(isa)
         assert_matches_reference(evaluate(qb, db, ql, dl, topk=[1, 37], pr_ranks=grid), ref)
 

@@ -1,0 +1,11 @@
+"""Fixtures shared by the test modules."""
+import pytest
+
+
+@pytest.fixture
+def restore_isa():
+    """Tests that force a popcount path (shc._engine.set_isa) get the one in use back afterwards."""
+    from shc import _engine
+    before = _engine.isa()
+    yield
+    _engine.set_isa(before)
