@@ -20,7 +20,8 @@ import numpy as np
 
 TIES = (("mAP", "index"), ("mAP_expected", "tie-aware"))  # result key, label in tables
 # Options that say where/how a run is written, not what it computes: ignored when matching finished runs.
-_NOT_IDENTITY = ("out", "progress", "resume", "stage1_cache", "threads", "workers", "device", "dist_timeout")
+_NOT_IDENTITY = ("out", "progress", "resume", "stage1_cache", "threads", "workers", "image_cache", "device",
+                 "dist_timeout")
 
 
 @dataclasses.dataclass(frozen=True)

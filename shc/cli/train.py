@@ -63,7 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
                    help="training batch size (default: per dataset)")
     p.add_argument("--seed", type=int, default=0, help="seed for the data split, init, shuffling, centers")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes for file datasets")
+    p.add_argument("--workers", type=int, default=None,
+                   help="image-file datasets: threads gathering batches from the image cache, or decoding "
+                        "processes with --image-cache off; used by every pass (default: the cores available)")
+    p.add_argument("--image-cache", "--image_cache", dest="image_cache", default=None, metavar="DIR|off",
+                   help="image-file datasets: where each image is kept decoded after its first read (default: "
+                        "$SHC_CACHE_DIR or ~/.cache/shc); 'off' decodes every image on every pass")
+    p.add_argument("--skip-unreadable", "--skip_unreadable", dest="skip_unreadable", action="store_true",
+                   help="image-file datasets: leave corrupt or missing images out (their count is reported) "
+                        "instead of stopping with an error")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per process (default: the cores minus one, split among the "
                         "processes on the machine, at least 1)")
@@ -114,7 +122,8 @@ def config_from_args(args):
         dataset=args.dataset, data_root=args.data_root, data_options=data_options, num_classes=args.num_classes, bits=args.bits,
         centers=args.centers, backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
         classify_epochs=args.classify_epochs, lr=args.lr, batch_size=args.batch_size, test_map=args.test_map,
-        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, threads=args.threads, device=device,
+        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, image_cache=args.image_cache,
+        skip_unreadable=args.skip_unreadable, threads=args.threads, device=device,
         similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
         multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
         resume=args.resume, progress=args.progress, compile=args.compile, dist_timeout=args.dist_timeout)

@@ -43,7 +43,7 @@ class Split:
                            drop_last=drop_last)
 
     def batches(self, batch_size: int, *, train: bool, device="cpu", seed: int = 0, epoch: int = 0,
-                rank: int = 0, world_size: int = 1, workers: int = 0, drop_last: bool = False,
+                rank: int = 0, world_size: int = 1, workers: int | None = None, drop_last: bool = False,
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels, indices)`` on ``device``.
 
@@ -53,9 +53,10 @@ class Split:
         Each rank gets a disjoint shard (DistributedSampler semantics for training; a contiguous,
         non-padded shard for evaluation, so gathering by the returned indices is exact). The same
         ``(seed, epoch)`` gives every sample the same augmentation whatever the world size or workers.
+        ``workers``: loading processes / threads of file splits (None: the split's own setting).
         """
         _check_batch_args(batch_size, rank, world_size)
-        if workers < 0:
+        if workers is not None and workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         order = shard_indices(len(self), train=train, seed=seed, epoch=epoch, rank=rank,
                               world_size=world_size, drop_last=drop_last)
@@ -66,7 +67,7 @@ class Split:
                                  workers=workers, drop_last=drop_last)
 
     def _batches_for(self, order: np.ndarray, batch_size: int, *, train: bool, device: torch.device,
-                     seed: int, epoch: int, workers: int, drop_last: bool):
+                     seed: int, epoch: int, workers: int | None, drop_last: bool):
         raise NotImplementedError
 
     def _labels_tensor(self, labels: np.ndarray) -> torch.Tensor:
@@ -88,6 +89,7 @@ class HashingDataset:
     query: Split
     database: Split
     class_names: list[str] | None = None
+    skipped: tuple[str, ...] = ()   # unreadable images left out of the lists (``skip_unreadable``)
 
     def __post_init__(self):
         for split_name in ("train", "query", "database"):
@@ -106,7 +108,8 @@ class HashingDataset:
     def __repr__(self) -> str:
         return (f"HashingDataset({self.name!r}, classes={self.num_classes}, multi_label={self.multi_label}, "
                 f"{self.channels}x{self.image_size}x{self.image_size}, train={len(self.train)}, "
-                f"query={len(self.query)}, database={len(self.database)})")
+                f"query={len(self.query)}, database={len(self.database)}"
+                + (f", {len(self.skipped)} unreadable images skipped)" if self.skipped else ")"))
 
 
 def _check_batch_args(batch_size: int, rank: int, world_size: int) -> None:

@@ -9,10 +9,15 @@ relative to the directory (or ``image_root``). ``custom`` also takes an ImageFol
 from __future__ import annotations
 
 import os
+import sys
 
-from shc.data.base import DataRootError, HashingDataset
-from shc.data.files import (FileSplit, check_files_exist, encode_labels, read_list_file, scan_image_folder)
-from shc.data.registry import data_root_candidates, missing_root_error, register_dataset
+
+from shc.data.base import DataRootError, HashingDataset, ImageReadError
+from shc.data.decode import unreadable_images
+from shc.data.files import (FileSplit, ImageList, check_files_exist, encode_labels, read_list_file,
+                            scan_image_folder)
+from shc.data.image_cache import open_or_build
+from shc.data.registry import LOADER_OPTIONS, data_root_candidates, missing_root_error, register_dataset
 
 SPLIT_FILES = {"train": "train.txt", "query": "test.txt", "database": "database.txt"}
 
@@ -20,8 +25,11 @@ SPLIT_FILES = {"train": "train.txt", "query": "test.txt", "database": "database.
 def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | None = None,
                        num_labels: int | None = None, allow_image_folder: bool = False,
                        image_root: str | None = None, resize_size: int = 256, crop_size: int = 224,
-                       verify_files: bool = True, how_to_get: str = "") -> HashingDataset:
-    """Find the data root, read the lists (or folders), check them, and build the three file splits.
+                       verify_files: bool = True, image_cache: str | None = None, workers: int | None = None,
+                       skip_unreadable: bool = False, progress: bool = True,
+                       how_to_get: str = "") -> HashingDataset:
+    """Find the data root, read the lists (or folders), check them, decode the images into the cache (unless
+    ``image_cache="off"``), and build the three file splits.
 
     multi_label / num_labels: what a named dataset must be (None: whatever the files say).
     """
@@ -46,6 +54,19 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
         lists["database"], sources["database"] = lists["train"], sources["train"]
 
     order = ("train", "query", "database")
+    if verify_files and not skip_unreadable:
+        for s in order:
+            check_files_exist(lists[s].paths, sources[s])
+    images = list(dict.fromkeys(p for s in order for p in lists[s].paths))  # train and database may share
+    store = None
+    if image_cache != "off":
+        store = open_or_build(images, resize_size, image_cache, workers=workers, progress=progress)
+        unreadable = {store.paths[r]: why for r, why in store.errors.items()}
+    else:
+        unreadable = unreadable_images(images, resize_size, workers, progress) if skip_unreadable else {}
+    if unreadable:
+        lists = _leave_out(lists, unreadable, len(images), skip_unreadable)
+
     labels, num_classes, class_names = encode_labels([lists[s] for s in order])
     is_multi = lists["train"].multi_label
     if multi_label is not None and is_multi != multi_label:
@@ -53,16 +74,33 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
         raise ValueError(f"{name}: expected {kind} list files in {root}")
     if num_labels is not None and is_multi and num_classes != num_labels:
         raise ValueError(f"{name}: list files in {root} have {num_classes} labels per line, expected {num_labels}")
-    if verify_files:
-        for s in order:
-            check_files_exist(lists[s].paths, sources[s])
 
     def split(s, ids):
-        return FileSplit(lists[s].paths, ids, resize_size=resize_size, crop_size=crop_size)
+        return FileSplit(lists[s].paths, ids, resize_size=resize_size, crop_size=crop_size, store=store,
+                         workers=workers)
 
     train, query, database = (split(s, ids) for s, ids in zip(order, labels))
     return HashingDataset(name, num_classes=num_classes, multi_label=is_multi, channels=3, image_size=crop_size,
-                          train=train, query=query, database=database, class_names=class_names)
+                          train=train, query=query, database=database, class_names=class_names,
+                          skipped=tuple(unreadable))
+
+
+def _leave_out(lists: dict[str, ImageList], unreadable: dict[str, str], total: int, skip: bool):
+    """The lists without the unreadable images (``skip``), else the error naming them."""
+    names = list(unreadable.values())
+    shown = "; ".join(names[:3]) + (f"; ... and {len(names) - 3} more" if len(names) > 3 else "")
+    if not skip:
+        raise ImageReadError(f"{len(names)} of {total} images cannot be read: {shown}. Replace or remove them, "
+                             f"or leave them out with skip_unreadable=True (shc-train --skip-unreadable)")
+    print(f"shc: skipping {len(names)} of {total} images that cannot be read: {shown}", file=sys.stderr)
+    kept = {}
+    for s, lst in lists.items():
+        keep = [i for i, p in enumerate(lst.paths) if p not in unreadable]
+        labels = lst.labels[keep] if lst.multi_label else [lst.labels[i] for i in keep]
+        if not keep:
+            raise ImageReadError(f"no readable images left in the {s} list after skipping {len(names)}")
+        kept[s] = ImageList([lst.paths[i] for i in keep], labels)
+    return kept
 
 
 def _has_lists(root: str) -> bool:
@@ -78,7 +116,7 @@ def _lists_how_to(what: str) -> str:
             f"test.txt = queries, optional database.txt) in one directory, image paths relative to it.")
 
 
-FILE_OPTIONS = ("image_root", "resize_size", "crop_size", "verify_files")
+FILE_OPTIONS = ("image_root", "resize_size", "crop_size", "verify_files", *LOADER_OPTIONS)
 
 
 def _options(name: str, options: dict) -> dict:
@@ -90,7 +128,7 @@ def _options(name: str, options: dict) -> dict:
 
 def _register(name: str, aliases: tuple[str, ...], doc: str, **fixed):
     """Register a list-file dataset: ``fixed`` are its format constraints, callers pass FILE_OPTIONS."""
-    @register_dataset(name, *aliases)
+    @register_dataset(name, *aliases, reads_files=True)
     def load(data_root=None, seed=0, **options):  # the protocol is the lists': seed is not used
         return load_image_dataset(name, data_root, **fixed, **_options(name, options))
     load.__name__, load.__doc__ = name.replace("-", "_"), doc
@@ -121,7 +159,7 @@ coco = _register(
                "+ 80 ints 0/1) with the COCO 2014 images under the same directory (or pass image_root).")
 
 
-@register_dataset("custom")
+@register_dataset("custom", reads_files=True)
 def custom(data_root=None, seed=0, **options):
     """Your own data: list files (either format) or an ImageFolder tree; data_root is required."""
     if data_root is None:

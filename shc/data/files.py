@@ -1,8 +1,11 @@
-"""Datasets of image files: list files / ImageFolder trees, and a DataLoader pipeline with the paper's transforms.
+"""Datasets of image files: list files / ImageFolder trees, and the batch pipeline with the paper's transforms.
 
-Workers decode, resize (shorter side to 256), crop 224 (random + horizontal flip for training,
-centre for evaluation) and hand back uint8 tensors; the batch is pinned, copied to the device as
-uint8 (4x fewer bytes than float) and normalised there with ImageNet mean/std.
+Each image is decoded and its shorter side resized to 256 once (``shc.data.decode``), into the memory-mapped
+image cache (``shc.data.image_cache``) by default, or by DataLoader workers on every pass with the cache off.
+A batch is then the 224 crop windows of its images (random and randomly mirrored for training, centred for
+evaluation), gathered in one call into one uint8 array where the pixels live (the host's page cache; the
+records have different sizes, so shipping whole images would move 1.7x the bytes and still need a per-image
+crop), moved to the device as uint8 (4x fewer bytes than float) and normalised there in one fused pass.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import torch
 from PIL import Image
 
 from shc.data.base import DataRootError, ImageReadError, Split
-from shc.data.sampling import crop_flip_params, sample_bits
+from shc.data.decode import decode_resized
+from shc.data.image_cache import ImageStore, default_workers
+from shc.data.memory import normalize
+from shc.data.sampling import batch_slices, crop_flip_params, sample_bits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,7 +136,7 @@ def check_files_exist(paths: list[str], source: str) -> None:
 # --------------------------------------------------------------------------- images
 
 def load_rgb(path: str) -> Image.Image:
-    """Decode an image as RGB; any failure raises :class:`ImageReadError` naming the file."""
+    """Decode an image as RGB with PIL; any failure raises :class:`ImageReadError` naming the file."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")  # convert() forces the full decode inside the try
@@ -140,76 +146,152 @@ def load_rgb(path: str) -> Image.Image:
         raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
-def transform_image(img: Image.Image, *, resize_size: int, crop_size: int, bits: int | None) -> torch.Tensor:
-    """The paper's transform on one image, as uint8 (3, crop, crop).
+def crop_windows(heights, widths, crop_size: int, bits: np.ndarray | None):
+    """Top-left corners and flips of the ``crop_size`` windows of images ``heights x widths``.
 
-    Resize the shorter side to ``resize_size`` (bilinear, torchvision's ``Resize(int)`` rule); then
-    with ``bits`` (training) a random ``crop_size`` crop and horizontal flip drawn from ``bits``,
-    without it torchvision's ``CenterCrop``.
+    With ``bits`` (training, :func:`sample_bits`) a random window and horizontal flip each; without,
+    torchvision's ``CenterCrop`` (rounded half to even, as Python's ``round``) and no flip.
     """
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_long = int(resize_size * long / short)
-    size = (resize_size, new_long) if w <= h else (new_long, resize_size)
-    if size != (w, h):
-        img = img.resize(size, Image.Resampling.BILINEAR)
-    w, h = size
+    heights, widths = np.asarray(heights, np.int64), np.asarray(widths, np.int64)
     if bits is None:
-        top, left = int(round((h - crop_size) / 2.0)), int(round((w - crop_size) / 2.0))
-        flip = False
-    else:
-        dy, dx, flips = crop_flip_params(np.array([bits], np.uint64), h - crop_size + 1, w - crop_size + 1)
-        top, left, flip = int(dy[0]), int(dx[0]), bool(flips[0])
-    img = img.crop((left, top, left + crop_size, top + crop_size))
-    if flip:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        return (np.round((heights - crop_size) / 2.0).astype(np.int64),
+                np.round((widths - crop_size) / 2.0).astype(np.int64), np.zeros(len(heights), bool))
+    return crop_flip_params(bits, heights - crop_size + 1, widths - crop_size + 1)
 
 
-class _ImageFiles(torch.utils.data.Dataset):
-    """Position k of a rank's order -> its transformed uint8 image (runs inside DataLoader workers)."""
+class _Unreadable:
+    """What a worker hands back instead of raising, so the main process reports one plain line."""
 
-    def __init__(self, paths, order, bits, resize_size, crop_size):
-        self.paths, self.order, self.bits = paths, order, bits
-        self.resize_size, self.crop_size = resize_size, crop_size
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _collate_crops(items):
+    failed = next((item for item in items if isinstance(item, _Unreadable)), None)
+    return failed if failed is not None else torch.from_numpy(np.stack(items))
+
+
+class _DecodedCrops(torch.utils.data.Dataset):
+    """``(path index, bits or None)`` -> the image's (mirrored) crop window, uint8 H x W x 3, decoded now."""
+
+    def __init__(self, paths, resize_size, crop_size):
+        self.paths, self.resize_size, self.crop_size = paths, resize_size, crop_size
 
     def __len__(self):
-        return len(self.order)
+        return len(self.paths)
 
-    def __getitem__(self, k):
-        bits = None if self.bits is None else int(self.bits[k])
-        return transform_image(load_rgb(self.paths[self.order[k]]), resize_size=self.resize_size,
-                               crop_size=self.crop_size, bits=bits)
+    def __getitem__(self, item):
+        i, bits = item
+        try:
+            image = decode_resized(self.paths[i], self.resize_size)
+        except ImageReadError as e:
+            return _Unreadable(str(e))
+        tops, lefts, flips = crop_windows([image.shape[0]], [image.shape[1]], self.crop_size,
+                                          None if bits is None else np.array([bits], np.uint64))
+        top, left, size = int(tops[0]), int(lefts[0]), self.crop_size
+        window = image[top:top + size, left:left + size]
+        return np.ascontiguousarray(window[:, ::-1] if flips[0] else window)
+
+
+class _PassItems(torch.utils.data.Sampler):
+    """The items of the current pass; reassigned before each pass so persistent workers serve every epoch."""
+
+    def __init__(self):
+        self.items: list = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
 
 
 class FileSplit(Split):
-    """A split of image files read by DataLoader workers with the paper's transforms."""
+    """A split of image files with the paper's transforms (resize shorter side, crop, flip, normalise).
+
+    store: the decoded-image cache holding these paths (``shc.data.image_cache.open_or_build``); None decodes
+    every image on every pass in ``workers`` DataLoader processes. workers: default for :meth:`batches`
+    (None: the cores available) — cache gathers run in that many threads.
+    """
 
     def __init__(self, paths: list[str], labels: np.ndarray, *, resize_size: int = 256, crop_size: int = 224,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, store: ImageStore | None = None, workers: int | None = None):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         if not 0 < crop_size <= resize_size:
             raise ValueError(f"need 0 < crop_size <= resize_size, got crop {crop_size}, resize {resize_size}")
+        if store is not None and store.resize_size != resize_size:
+            raise ValueError(f"the image store holds {store.resize_size}-px images, the split wants {resize_size}")
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
         self.paths = list(paths)
         self.labels = np.asarray(labels)
         self.resize_size, self.crop_size = int(resize_size), int(crop_size)
+        self.store, self.workers = store, default_workers() if workers is None else int(workers)
+        self._records = store.records(self.paths) if store is not None else None
         mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
         self._scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, 3, 1, 1)
         self._shift = torch.tensor(-mean / std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._loaders: dict = {}  # (batch_size, workers, pin, drop_last) -> a persistent DataLoader
 
     def _batches_for(self, order, batch_size, *, train, device, seed, epoch, workers, drop_last):
+        workers = self.workers if workers is None else workers
         bits = sample_bits(seed, epoch, order) if train else None
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles(self.paths, order, bits, self.resize_size, self.crop_size),
-            batch_size=batch_size, shuffle=False, drop_last=drop_last, num_workers=workers,
-            pin_memory=device.type == "cuda")
+        pin = device.type == "cuda"
+        if self.store is not None:
+            crops = self._cached_crops(order, bits, batch_size, workers, drop_last, pin)
+        else:
+            crops = self._decoded_crops(order, bits, batch_size, workers, drop_last, pin)
         labels = self._labels_tensor(self.labels)
         scale, shift = self._scale.to(device), self._shift.to(device)
         order_cpu = torch.from_numpy(order)
         start = 0
-        for images in loader:
+        for images in crops:
             idx = order_cpu[start:start + len(images)]
             start += len(images)
-            x = images.to(device, non_blocking=True).float().mul_(scale).add_(shift)
+            x = normalize(images.to(device, non_blocking=True), scale, shift)
             yield x, labels[idx].to(device, non_blocking=True), idx
+
+    def _cached_crops(self, order, bits, batch_size, workers, drop_last, pin):
+        """Crop windows gathered from the memory-mapped cache, ``workers`` batches ahead in threads."""
+        records = self._records[order]
+        tops, lefts, flips = crop_windows(*self.store.shapes(records), self.crop_size, bits)
+        size = self.crop_size
+
+        def gather(sl):
+            out = torch.empty((sl.stop - sl.start, size, size, 3), dtype=torch.uint8, pin_memory=pin)
+            self.store.crops(records[sl], tops[sl], lefts[sl], flips[sl], size, out=out.numpy())
+            return out
+        return _ahead(gather, batch_slices(len(order), batch_size, drop_last), workers)
+
+    def _decoded_crops(self, order, bits, batch_size, workers, drop_last, pin):
+        """Crop windows of images decoded by DataLoader workers (kept alive between passes)."""
+        key = (batch_size, workers, pin, drop_last)
+        if key not in self._loaders:
+            self._loaders[key] = torch.utils.data.DataLoader(
+                _DecodedCrops(self.paths, self.resize_size, self.crop_size), batch_size=batch_size,
+                sampler=_PassItems(), drop_last=drop_last, num_workers=workers, collate_fn=_collate_crops,
+                pin_memory=pin, persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+        loader = self._loaders[key]
+        loader.sampler.items = list(zip(order.tolist(), [None] * len(order) if bits is None else bits.tolist()))
+        for batch in loader:
+            if isinstance(batch, _Unreadable):
+                raise ImageReadError(batch.message)
+            yield batch
+
+
+def _ahead(fn, items, depth: int):
+    """``fn(item)`` for each item in order, up to ``depth`` computed ahead in threads (0: inline)."""
+    if depth < 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(depth) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

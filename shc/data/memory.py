@@ -65,8 +65,12 @@ class InMemorySplit(Split):
             x = images[order_dev[sl]]
             if augment:
                 x = crop_flip(x, dy[sl], dx[sl], flip[sl], self.pad)
-            x = x.permute(0, 3, 1, 2).contiguous().float().mul_(scale).add_(shift)
-            yield x, labels[order_dev[sl]], order_cpu[sl]
+            yield normalize(x, scale, shift), labels[order_dev[sl]], order_cpu[sl]
+
+
+def normalize(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, H, W, C)`` -> float32 ``(B, C, H, W)`` ``x * scale + shift``: one cast, one fused pass."""
+    return images.permute(0, 3, 1, 2).contiguous().float().mul_(scale).add_(shift)
 
 
 def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int):

@@ -13,6 +13,10 @@ from shc.data.base import DataRootError, HashingDataset
 
 DATASETS: dict[str, Callable[..., HashingDataset]] = {}
 ALIASES: dict[str, str] = {}  # normalised alias -> canonical name
+READS_FILES: set[str] = set()  # datasets that decode image files and so take LOADER_OPTIONS
+
+# How image files are read, not what the data is: accepted by every dataset, used by those of READS_FILES
+LOADER_OPTIONS = ("image_cache", "workers", "skip_unreadable", "progress")
 
 DATA_ROOT_ENV = "SHC_DATA_ROOT"
 
@@ -21,14 +25,19 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def register_dataset(name: str, *aliases: str):
-    """Decorator registering a dataset constructor under ``name`` and its aliases."""
+def register_dataset(name: str, *aliases: str, reads_files: bool = False):
+    """Decorator registering a dataset constructor under ``name`` and its aliases.
+
+    reads_files: the constructor reads image files and takes the keyword options LOADER_OPTIONS.
+    """
     def wrap(fn):
         for alias in (name, *aliases):
             if _key(alias) in ALIASES:
                 raise ValueError(f"dataset name {alias!r} registered twice")
             ALIASES[_key(alias)] = name
         DATASETS[name] = fn
+        if reads_files:
+            READS_FILES.add(name)
         return fn
     return wrap
 
@@ -44,9 +53,22 @@ def canonical_name(name: str) -> str:
                          f"(aliases: {', '.join(sorted(a for a in ALIASES if a not in DATASETS))})") from None
 
 
-def load_dataset(name: str, data_root: str | None = None, seed: int = 0, **options) -> HashingDataset:
-    """Load a dataset by name (or alias) with its retrieval protocol, seeded by ``seed``."""
-    return DATASETS[canonical_name(name)](data_root=data_root, seed=seed, **options)
+def load_dataset(name: str, data_root: str | None = None, seed: int = 0, *, image_cache: str | None = None,
+                 workers: int | None = None, skip_unreadable: bool = False, progress: bool = True,
+                 **options) -> HashingDataset:
+    """Load a dataset by name (or alias) with its retrieval protocol, seeded by ``seed``.
+
+    For image-file datasets: ``image_cache`` is where decoded images are kept (None: ``$SHC_CACHE_DIR`` or
+    ``~/.cache/shc``; ``"off"``: decode on every pass), ``workers`` the loading threads / processes (None:
+    the cores available), ``skip_unreadable`` leaves corrupt or missing images out instead of failing,
+    ``progress`` shows the cache build's progress. In-memory datasets hold decoded pixels already and
+    ignore these four.
+    """
+    canonical = canonical_name(name)
+    if canonical in READS_FILES:
+        options.update(image_cache=image_cache, workers=workers, skip_unreadable=skip_unreadable,
+                       progress=progress)
+    return DATASETS[canonical](data_root=data_root, seed=seed, **options)
 
 
 def data_root_candidates(name: str, data_root: str | None, defaults: tuple[str, ...] = ()) -> list[str]:

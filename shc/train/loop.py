@@ -28,7 +28,7 @@ class LoopOptions:
     weight_decay: float = 1e-5
     final_lr: float = 1e-7
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None  # None: the split's own setting
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
     compile: str = "off"  # one of COMPILE_MODES

@@ -60,7 +60,9 @@ class TrainConfig:
     lambd: float = 1e-4
     topk: tuple = (100, 1000, "all")
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None               # data-loading workers of file datasets (None: the cores available)
+    image_cache: str | None = None           # decoded-image cache dir of file datasets (None: default; "off")
+    skip_unreadable: bool = False            # leave corrupt / missing images out instead of failing
     threads: int | None = None               # torch CPU threads per process (None: default_threads())
     device: str = "auto"
     similarity_mask: str = "gt"
@@ -138,8 +140,9 @@ def _check_config(cfg: TrainConfig) -> None:
     if isinstance(cfg.dist_timeout, bool) or not isinstance(cfg.dist_timeout, (int, float)) \
             or not cfg.dist_timeout > 0 or not np.isfinite(cfg.dist_timeout):
         raise ValueError(f"dist_timeout must be a positive number of seconds, got {cfg.dist_timeout!r}")
-    if cfg.workers < 0:
-        raise ValueError(f"workers must be >= 0, got {cfg.workers}")
+    if cfg.workers is not None and (isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int)
+                                    or cfg.workers < 0):
+        raise ValueError(f"workers must be an integer >= 0, got {cfg.workers!r}")
     if cfg.pretrained and not os.path.isfile(cfg.pretrained):
         raise ValueError(f"pretrained weights file not found: {cfg.pretrained}")
     resolve_device(cfg.device)
@@ -203,7 +206,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         (out / "metrics.json").unlink(missing_ok=True)
 
     t0 = time.perf_counter()
-    dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, **cfg.data_options)
+    dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, image_cache=cfg.image_cache,
+                           workers=cfg.workers, skip_unreadable=cfg.skip_unreadable,
+                           progress=cfg.progress and dist.is_main, **cfg.data_options)
     if cfg.num_classes is not None and cfg.num_classes != dataset.num_classes:
         raise ValueError(f"--num_classes {cfg.num_classes} does not match {dataset.name}, "
                          f"which has {dataset.num_classes} classes")
@@ -212,7 +217,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     seconds["data"] = time.perf_counter() - t0
     log(f"data: {dataset!r}")
     data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
-               "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes}
+               "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
+               **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
     small_input = dataset.image_size <= 64
 
     def build(head_cls, width):

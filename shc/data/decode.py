@@ -1,0 +1,106 @@
+"""Decode an image file and resize its shorter side, fast: the one pixel path of every image-file dataset.
+
+JPEGs go through libjpeg-turbo by simplejpeg, which also decodes large images at 1/2, 1/4 or 1/8 scale in
+the DCT domain while both sides stay >= the target (a 4000x3000 photo: ~18 ms instead of ~140; measured
+faster than PIL's and torchvision's decoders, which are deprecated for decoding since 0.29). Other formats,
+and JPEGs libjpeg-turbo rejects, are read by PIL. Every image is then resized by one function, torch's
+antialiased bilinear resize on uint8 (torchvision's ``Resize``) (within 0.01 grey levels of PIL's bilinear on average), so the cached
+and uncached paths give the same pixels.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shc.data.base import ImageReadError
+
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def resized_shape(height: int, width: int, resize_size: int) -> tuple[int, int]:
+    """Shape after resizing the shorter side to ``resize_size``, torchvision's ``Resize(int)`` rule."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(resize_size * long / short)
+    return (new_long, resize_size) if width <= height else (resize_size, new_long)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` from the file's header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {path}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    if width < 1 or height < 1:
+        raise ImageReadError(f"cannot read image {path}: empty ({width}x{height})")
+    return height, width
+
+
+def decode_resized(path: str, resize_size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The image as uint8 ``(H, W, 3)`` RGB with its shorter side resized to ``resize_size``.
+
+    ``shape``: the output ``(H, W)`` when the caller planned it already (the cache's index). Any failure
+    raises :class:`ImageReadError` naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        pixels = _decode(data, resize_size)
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {path}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    height, width = pixels.shape[:2]
+    shape = resized_shape(height, width, resize_size) if shape is None else tuple(shape)
+    if shape == (height, width):
+        return pixels
+    # (1, 3, h, w) as a channels-last view of the HWC pixels: torch's vectorised uint8 resize path, no copies
+    nchw = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+    resized = torch.nn.functional.interpolate(nchw, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())
+
+
+def _decode(data: bytes, resize_size: int) -> np.ndarray:
+    """uint8 (h, w, 3): libjpeg-turbo for JPEGs (at 1/2, 1/4 or 1/8 scale where the image is that many times
+    the target), else PIL."""
+    if data.startswith(JPEG_SIGNATURE):
+        import simplejpeg
+        try:
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+            target = resized_shape(height, width, resize_size)
+            factor = 1
+            while factor < 8 and min(height / target[0], width / target[1]) >= 2 * factor:
+                factor *= 2
+            # exactly 1/factor: libjpeg also scales by M/8 (7/8, 5/8, ...), which blurs before the resize does
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=factor,
+                                          min_height=-(-height // factor), min_width=-(-width // factor))
+        except ValueError:
+            pass  # CMYK, arithmetic-coded or slightly damaged files: PIL reads what it can
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))  # convert() forces the full decode
+
+
+def unreadable_images(paths: list[str], resize_size: int, workers: int | None = None,
+                      progress: bool = True) -> dict[str, str]:
+    """``{path: why}`` for each image :func:`decode_resized` cannot read: one decode pass in ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from shc.data.image_cache import default_workers
+
+    def why(path):
+        try:
+            decode_resized(path, resize_size)
+        except ImageReadError as e:
+            return str(e)
+        return None
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        reasons = list(tqdm(pool.map(why, paths), total=len(paths), desc="checking images", unit="img",
+                            disable=not progress, leave=False))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}

@@ -1,0 +1,189 @@
+"""The decoded-image cache: pixels as PIL gives them, fingerprint invalidation, crash-safe builds, disk checks."""
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shc.data import load_dataset
+from shc.data import image_cache
+from shc.data.files import IMAGENET_MEAN, IMAGENET_STD
+from shc.data.image_cache import ImageStore, open_or_build, store_key
+from shc.data.testing import make_coco_like, photo_like
+
+REAL_DECODE = image_cache.decode_resized
+
+
+def pil_centre_crop(path, resize_size=256, crop_size=224):
+    """Today's pixels, written independently: PIL bilinear resize of the shorter side, torchvision's CenterCrop."""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    size = (resize_size, int(resize_size * h / w)) if w <= h else (int(resize_size * w / h), resize_size)
+    img = img.resize(size, Image.Resampling.BILINEAR)
+    left, top = int(round((size[0] - crop_size) / 2.0)), int(round((size[1] - crop_size) / 2.0))
+    return np.asarray(img.crop((left, top, left + crop_size, top + crop_size))).astype(np.float64)
+
+
+def unnormalise(x):
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return ((x * std + mean) * 255).permute(1, 2, 0).double().numpy()
+
+
+def write_list_dataset(root, images):
+    """``images``: {relative path: (height, width, mode, format)} -> train.txt = test.txt listing them all."""
+    rng = np.random.default_rng(3)
+    lines = []
+    for i, (rel, (h, w, mode, fmt)) in enumerate(images.items()):
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(photo_like(rng, h, w)).convert(mode).save(path, format=fmt, quality=90)
+        lines.append(f"{rel}\t{i % 2}")
+    for name in ("train.txt", "test.txt"):
+        with open(os.path.join(root, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("image_cache_dir", [None, "off"])
+def test_centre_crops_equal_pil_within_one_and_a_half_grey_levels(tmp_path, image_cache_dir):
+    root = write_list_dataset(str(tmp_path / "data"), {
+        "coco.jpg": (480, 640, "RGB", "JPEG"),          # COCO's shape
+        "portrait.jpg": (500, 375, "RGB", "JPEG"),
+        "large.jpg": (1600, 1200, "RGB", "JPEG"),        # decoded at 1/4 scale in the DCT domain
+        "grey.jpg": (300, 400, "L", "JPEG"),
+        "small.png": (120, 200, "RGB", "PNG"),           # upscaled; PIL decodes PNGs
+    })
+    ds = load_dataset("custom", root, image_cache=image_cache_dir, progress=False)
+    x = torch.cat([b[0] for b in ds.query.batches(2, train=False)])
+    for i, path in enumerate(ds.query.paths):
+        diff = np.abs(unnormalise(x[i]) - pil_centre_crop(path))
+        assert diff.mean() <= 1.5, (path, diff.mean())
+
+
+def test_coco_shaped_store_layout(tmp_path):
+    root = make_coco_like(str(tmp_path / "coco"), (3, 2, 4), size=(640, 480))
+    ds = load_dataset("coco", root, progress=False)
+    store = ds.database.store
+    assert len(store) == 6  # the 3 training images are database images: decoded once
+    assert store.index[:, 1:].tolist() == [[256, 341]] * 6
+    assert store.nbytes == 6 * 256 * 341 * 3 == os.path.getsize(store.path / "pixels.u8")
+    assert np.array_equal(store.index[:, 0], np.arange(6) * 256 * 341 * 3)
+    img = store.image(int(store.records([ds.query.paths[0]])[0]))
+    assert img.shape == (256, 341, 3) and not img.flags.writeable
+
+
+def count_decodes(monkeypatch, fail_after=None):
+    """Wrap the cache's decoder: counts calls, and raises KeyboardInterrupt after ``fail_after`` of them."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return REAL_DECODE(*args, **kwargs)
+    monkeypatch.setattr(image_cache, "decode_resized", counted)
+    return calls
+
+
+def test_reused_when_unchanged_rebuilt_when_an_image_or_the_transform_changes(tmp_path, monkeypatch):
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 3), size=(64, 48))
+    calls = count_decodes(monkeypatch)
+    first = load_dataset("coco", root, resize_size=40, crop_size=32, progress=False)
+    assert len(calls) == 5
+    again = load_dataset("coco", root, resize_size=40, crop_size=32, progress=False)
+    assert len(calls) == 5 and again.query.store.path == first.query.store.path  # nothing decoded again
+
+    # a changed image: new key, new pixels (never the stale ones)
+    changed = first.query.paths[0]
+    Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(changed, quality=95)
+    os.utime(changed, ns=(1, 1))  # even with an mtime from the past: the size differs
+    redone = load_dataset("coco", root, resize_size=40, crop_size=32, progress=False)
+    assert redone.query.store.path != first.query.store.path and len(calls) == 10
+    x = unnormalise(next(redone.query.batches(1, train=False))[0][0])
+    assert np.abs(x - 200).mean() < 2
+
+    # the same bytes with a new mtime also count as changed (a file's identity is path, size, mtime)
+    key = store_key(redone.query.paths, 40)
+    os.utime(changed)
+    assert store_key(redone.query.paths, 40) != key
+    # another transform
+    assert store_key(redone.query.paths, 48) != store_key(redone.query.paths, 40)
+
+
+def test_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
+    root = make_coco_like(str(tmp_path / "coco"), (4, 3, 9), size=(64, 48))
+    paths = load_dataset("coco", root, image_cache="off").database.paths  # 9 images
+    monkeypatch.setattr(image_cache, "CHUNK", 2)
+    count_decodes(monkeypatch, fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=False)
+    key = store_key(paths, 40)[:32]
+    assert not (tmp_path / "cache" / key).exists()  # nothing half-valid under the real name
+    assert (tmp_path / "cache" / f"{key}.partial").is_dir()
+
+    calls = count_decodes(monkeypatch)
+    store = open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=False)
+    assert len(calls) == 5  # the 4 records of the two finished chunks were kept
+    assert not (tmp_path / "cache" / f"{key}.partial").exists()
+    clean = open_or_build(paths, 40, tmp_path / "clean", workers=2, progress=False)
+    assert np.array_equal(np.asarray(store.pixels), np.asarray(clean.pixels))
+    assert np.array_equal(store.index, clean.index)
+
+
+def test_concurrent_builders_decode_once(tmp_path, monkeypatch):
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 6), size=(64, 48))
+    paths = load_dataset("coco", root, image_cache="off").database.paths
+    calls = count_decodes(monkeypatch)
+    stores = []
+    threads = [threading.Thread(target=lambda: stores.append(
+        open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=False))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 6 and len({s.path for s in stores}) == 1
+
+
+def test_disk_space_checked_before_decoding(tmp_path, monkeypatch):
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 3), size=(640, 480))
+    calls = count_decodes(monkeypatch)
+
+    class Usage:
+        total, used, free = 10 ** 9, 10 ** 9, 50 * 10 ** 6
+    monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(OSError, match=r"5 images need 1\.3 MB in .* but only 50\.0 MB are free.*--image-cache") as e:
+        load_dataset("coco", root, image_cache=str(tmp_path / "cache"), progress=False)
+    assert "\n" not in str(e.value) and calls == []
+    assert os.listdir(tmp_path / "cache") == [f"{store_key_of(root)}.lock"]  # no partial store left behind
+
+
+def store_key_of(root):
+    ds = load_dataset("coco", root, image_cache="off")
+    return store_key(list(dict.fromkeys(ds.train.paths + ds.query.paths + ds.database.paths)), 256)[:32]
+
+
+def test_unwritable_cache_dir_is_one_clear_error(tmp_path):
+    root = make_coco_like(str(tmp_path / "coco"), (1, 1, 1), size=(64, 48))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="image cache: cannot create .*--image-cache off"):
+        load_dataset("coco", root, image_cache=str(blocker / "cache"), progress=False)
+
+
+def test_store_opens_read_only_and_names_unreadable_records(tmp_path):
+    root = make_coco_like(str(tmp_path / "coco"), (1, 1, 2), size=(64, 48))
+    ds = load_dataset("coco", root, image_cache="off")
+    bad = ds.database.paths[1]
+    with open(bad, "r+b") as f:
+        f.truncate(50)
+    store = open_or_build(ds.database.paths, 40, tmp_path / "cache", progress=False)
+    again = ImageStore(store.path)
+    assert list(again.errors) == [1] and again.index[1].tolist()[1:] == [0, 0]
+    with pytest.raises(OSError, match=os.path.basename(bad)):
+        again.image(1)
+
+
+def test_default_workers_follow_the_cores():
+    assert 1 <= image_cache.default_workers() <= min(8, os.cpu_count())
