@@ -238,22 +238,27 @@ class FileSplit(Split):
         workers = self.workers if workers is None else workers
         bits = sample_bits(seed, epoch, order) if train else None
         pin = device.type == "cuda"
-        if self.store is not None:
-            crops = self._cached_crops(order, bits, batch_size, workers, drop_last, pin)
-        else:
-            crops = self._decoded_crops(order, bits, batch_size, workers, drop_last, pin)
-        labels = self._labels_tensor(self.labels)
         scale, shift = self._scale.to(device), self._shift.to(device)
+
+        def to_device(images):  # uint8 crosses to the device; the float batch is made there
+            return normalize(images.to(device, non_blocking=True), scale, shift)
+        if self.store is not None:
+            # on the CPU the gathering threads normalise too, so batches are ready ahead as well
+            batches = self._cached_crops(order, bits, batch_size, workers, drop_last, pin,
+                                         then=to_device if device.type == "cpu" else None)
+        else:
+            batches = self._decoded_crops(order, bits, batch_size, workers, drop_last, pin)
+        labels = self._labels_tensor(self.labels)
         order_cpu = torch.from_numpy(order)
         start = 0
-        for images in crops:
-            idx = order_cpu[start:start + len(images)]
-            start += len(images)
-            x = normalize(images.to(device, non_blocking=True), scale, shift)
-            yield x, labels[idx].to(device, non_blocking=True), idx
+        for x in batches:
+            idx = order_cpu[start:start + len(x)]
+            start += len(x)
+            yield (x if x.is_floating_point() else to_device(x)), labels[idx].to(device, non_blocking=True), idx
 
-    def _cached_crops(self, order, bits, batch_size, workers, drop_last, pin):
-        """Crop windows gathered from the memory-mapped cache, ``workers`` batches ahead in threads."""
+    def _cached_crops(self, order, bits, batch_size, workers, drop_last, pin, then=None):
+        """Crop windows gathered from the memory-mapped cache (then ``then(batch)``), ``workers`` batches ahead
+        in threads."""
         records = self._records[order]
         tops, lefts, flips = crop_windows(*self.store.shapes(records), self.crop_size, bits)
         size = self.crop_size
@@ -261,7 +266,7 @@ class FileSplit(Split):
         def gather(sl):
             out = torch.empty((sl.stop - sl.start, size, size, 3), dtype=torch.uint8, pin_memory=pin)
             self.store.crops(records[sl], tops[sl], lefts[sl], flips[sl], size, out=out.numpy())
-            return out
+            return out if then is None else then(out)
         return _ahead(gather, batch_slices(len(order), batch_size, drop_last), workers)
 
     def _decoded_crops(self, order, bits, batch_size, workers, drop_last, pin):
