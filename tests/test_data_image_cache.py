@@ -187,3 +187,23 @@ def test_store_opens_read_only_and_names_unreadable_records(tmp_path):
 
 def test_default_workers_follow_the_cores():
     assert 1 <= image_cache.default_workers() <= min(8, os.cpu_count())
+
+
+def test_shc_cache_build_list_clear(tmp_path, capsys):
+    from shc.cli.cache import main
+
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 3), size=(64, 48))
+    cache = str(tmp_path / "cache")
+    assert main(["build", "--dataset", "coco", "--data-root", root, "--data-option", "resize_size=40",
+                 "--data-option", "crop_size=32", "--image-cache", cache]) == 0
+    out = capsys.readouterr().out
+    assert "coco: 5 images (0 unreadable)" in out and "(31.8 kB)" in out  # 5 x 40 x 53 x 3 bytes
+    assert main(["list", "--image-cache", cache]) == 0
+    listing = capsys.readouterr().out
+    assert "5 images" in listing and "40px" in listing and "1 store(s)" in listing
+    ds = load_dataset("coco", root, resize_size=40, crop_size=32, image_cache=cache, progress=False)
+    assert str(ds.train.store.path).startswith(cache)  # training finds what build made
+    assert main(["clear", "--image-cache", cache]) == 0
+    assert "freed" in capsys.readouterr().out and os.listdir(cache) == []
+    assert main(["build", "--dataset", "fashion-mnist", "--image-cache", cache]) == 2
+    assert "nothing to cache" in capsys.readouterr().err

@@ -101,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_data_options(items: list[str]) -> dict:
+    """``--data-option KEY=VALUE`` items as a dict; values are Python literals, else plain strings."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--data-option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value  # a plain string
+    return options
+
+
 def config_from_args(args):
     from shc.train.pipeline import TrainConfig
 
@@ -108,15 +122,7 @@ def config_from_args(args):
         raise ValueError(f"--gpu {args.gpu} conflicts with --device {args.device}")
     device = f"cuda:{args.gpu}" if args.gpu is not None else (args.device or "auto")
     topk = tuple(k.strip() for k in args.topk.split(",") if k.strip())
-    data_options = {}
-    for item in args.data_options:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--data-option takes KEY=VALUE, got {item!r}")
-        try:
-            data_options[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            data_options[key.strip()] = value  # a plain string
+    data_options = parse_data_options(args.data_options)
     out = args.out or f"runs/{args.dataset}-{args.centers}-{args.bits}"
     return TrainConfig(
         dataset=args.dataset, data_root=args.data_root, data_options=data_options, num_classes=args.num_classes, bits=args.bits,

@@ -19,6 +19,8 @@ import fcntl
 import json
 import os
 import shutil
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "shc").expanduser() / "images"
 
 
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """``cache_dir`` with ``~`` expanded, or :func:`default_cache_dir` for None."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def default_workers() -> int:
     """Data-loading workers: the cores this process may use (at most 8)."""
     try:
@@ -57,6 +64,8 @@ class ImageStore:
         self.paths: list[str] = meta["paths"]
         self.resize_size: int = meta["resize_size"]
         self.errors: dict[int, str] = {int(k): v for k, v in meta["errors"].items()}
+        self.created: str = meta.get("created", "")
+        self.images_under: str = meta.get("images_under", "")
         self.index = np.load(self.path / "index.npy")
         size = os.path.getsize(self.path / "pixels.u8")
         self.pixels = np.memmap(self.path / "pixels.u8", np.uint8, "r") if size else np.zeros(0, np.uint8)
@@ -67,7 +76,7 @@ class ImageStore:
 
     @property
     def nbytes(self) -> int:
-        return int((self.index[:, 1] * self.index[:, 2]).sum() * 3)
+        return _total_bytes(self.index)
 
     def records(self, paths) -> np.ndarray:
         """Record ids of ``paths`` (KeyError for a path the store does not hold)."""
@@ -94,6 +103,26 @@ class ImageStore:
         return out
 
 
+def list_stores(cache_dir: str | os.PathLike | None = None) -> list[ImageStore]:
+    """The finished stores in ``cache_dir`` (default: :func:`default_cache_dir`), oldest first."""
+    cache_dir = resolve_cache_dir(cache_dir)
+    found = [ImageStore(d) for d in sorted(cache_dir.glob("*")) if (d / "meta.json").is_file()]
+    return sorted(found, key=lambda s: s.created)
+
+
+def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
+    """Remove every store, interrupted build and lock in ``cache_dir``; returns the bytes freed."""
+    cache_dir = resolve_cache_dir(cache_dir)
+    freed = 0
+    for entry in cache_dir.glob("*") if cache_dir.is_dir() else ():
+        if entry.is_dir() and ((entry / "meta.json").is_file() or entry.name.endswith(".partial")):
+            freed += sum(f.stat().st_blocks * 512 for f in entry.iterdir())
+            shutil.rmtree(entry)
+        elif entry.suffix == ".lock":
+            entry.unlink()
+    return freed
+
+
 def store_key(paths: list[str], resize_size: int) -> str:
     """What a store's pixels depend on: each file's identity, the resize and the format."""
     from shc.train.artifacts import fingerprint
@@ -111,7 +140,7 @@ def store_key(paths: list[str], resize_size: int) -> str:
 def open_or_build(paths: list[str], resize_size: int, cache_dir: str | os.PathLike | None = None, *,
                   workers: int | None = None, progress: bool = True) -> ImageStore:
     """The store of ``paths`` (unique, absolute or as the lists give them) in ``cache_dir``, built if needed."""
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_dir = resolve_cache_dir(cache_dir)
     key = store_key(paths, resize_size)[:32]
     final = cache_dir / key
     if (final / "meta.json").is_file():
@@ -145,7 +174,9 @@ def _build(final: Path, paths: list[str], resize_size: int, workers: int, progre
         index = _plan(partial, paths, resize_size, workers, progress)
     done = np.load(partial / "done.npy", mmap_mode="r+")
     errors = _decode_into(partial, paths, resize_size, index, done, workers, progress)
-    meta = {"format": STORE_FORMAT, "resize_size": resize_size, "paths": paths, "errors": errors}
+    meta = {"format": STORE_FORMAT, "resize_size": resize_size, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "images_under": os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else "",
+            "paths": paths, "errors": errors}
     (partial / "meta.json").write_text(json.dumps(meta))
     np.save(partial / "index.npy", index)
     os.replace(partial, final)
@@ -186,9 +217,12 @@ def _plan(partial: Path, paths: list[str], resize_size: int, workers: int, progr
     free = shutil.disk_usage(partial).free
     if total > free - (64 << 20):  # keep some room for everything else
         shutil.rmtree(partial, ignore_errors=True)
-        raise OSError(f"image cache: {len(paths)} images need {_gb(total)} in {partial.parent} but only "
-                      f"{_gb(free)} are free; free some space, put the cache elsewhere with --image-cache DIR "
-                      f"(image_cache=DIR), or turn it off with --image-cache off")
+        raise OSError(f"image cache: {len(paths)} images need {human_size(total)} in {partial.parent} but "
+                      f"only {human_size(free)} are free; free some space, put the cache elsewhere with "
+                      f"--image-cache DIR (image_cache=DIR), or turn it off with --image-cache off")
+    if progress:
+        print(f"image cache: decoding {len(paths):,} images once into {partial.parent} ({human_size(total)}); "
+              f"later passes read them from there", file=sys.stderr)
     with open(partial / "pixels.u8", "wb") as f:
         f.truncate(total)  # sparse until written
     np.save(partial / "done.npy", np.zeros(len(paths), bool))
@@ -234,5 +268,9 @@ def _decode_into(partial: Path, paths, resize_size: int, index: np.ndarray, done
     return errors
 
 
-def _gb(nbytes: int) -> str:
-    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+def human_size(nbytes: int) -> str:
+    """Bytes for messages: GB, MB or kB, whichever reads best."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= 0.1 * scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 1e3:.1f} kB"
