@@ -64,8 +64,8 @@ def write_html(results: dict, query_sources: list, item_source, out, title: str 
     database item's (path or pixels; None draws a grey tile)."""
     rows = []
     for query, source in zip(results["queries"], query_sources):
-        cells = [_figure(thumbnail(source), "query " + _label_text(query["label"]), query["image"], "probe",
-                         FRAME[None])]
+        cells = [_figure(thumbnail(source), f"query {_label_text(query['label'])}".strip(), query["image"],
+                         "probe", FRAME[None])]
         for r in query["results"]:
             src = item_source(r["index"])
             img = thumbnail(src) if src is not None else Image.new("RGB", (THUMB_PX, THUMB_PX), "#ccc")
@@ -92,7 +92,7 @@ def write_png(results: dict, query_sources: list, item_source, out, title: str =
     cols = 1 + results["k"]
     fig, axes = plt.subplots(len(queries), cols, figsize=(1.1 * cols, 1.25 * len(queries)), squeeze=False)
     for row, (query, source) in zip(axes, zip(queries, query_sources)):
-        _tile(row[0], thumbnail(source), "query", FRAME[None])
+        _tile(row[0], thumbnail(source), f"query {_label_text(query['label'])}".strip(), FRAME[None])
         for ax, r in zip(row[1:], query["results"]):
             src = item_source(r["index"])
             _tile(ax, thumbnail(src) if src is not None else None, f"d={r['distance']}", FRAME[r["relevant"]])

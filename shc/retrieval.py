@@ -180,9 +180,10 @@ def run_database(run_dir, config: dict) -> Database:
                     dataset_config=dataset)
 
 
-def file_database(codes_path, bits: int) -> Database:
+def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     """Codes from a file (shc-encode's, with its sidecar, or any ±1 / {0,1} / packbits array) for ``bits``-bit
-    queries; ValueError when the widths differ."""
+    queries of the model with ``fingerprint``; ValueError when the widths differ or the sidecar names another
+    model (its codes would not be comparable)."""
     from shc.io import load_array
     codes = load_array(str(codes_path))
     meta = {}
@@ -199,6 +200,9 @@ def file_database(codes_path, bits: int) -> Database:
     fits = codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits if packed else width == bits
     if not fits:
         raise ValueError(f"--db {codes_path} holds {width}-bit codes but the run's model makes {bits}-bit codes")
+    if meta.get("fingerprint", fingerprint) != fingerprint:
+        raise ValueError(f"--db {codes_path} was encoded by another model (run {meta.get('run')}); its codes are "
+                         f"not comparable with this run's: encode the database with this run")
     for key in ("paths", "labels"):
         if meta.get(key) is not None and len(meta[key]) != len(codes):
             raise ValueError(f"{sidecar_path(codes_path)}: {len(meta[key])} {key} for {len(codes)} codes")

@@ -210,7 +210,14 @@ def _bad_inputs(root, out, paths):
     colour = root / "colour.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(colour)
     q = ["--images", paths[0]]
+    foreign = root / "foreign.npy"
+    np.save(foreign, np.ones((4, BITS), np.int8))
+    (root / "foreign.json").write_text(json.dumps({"bits": BITS, "packed": False, "fingerprint": "0" * 64,
+                                                   "run": "elsewhere"}))  # shc-encode's sidecar, another model
     return [
+        (search_main, ["--run", out, *q, "--db", foreign], "was encoded by another model"),
+        (encode_main, ["--run", out, "--images", colour, paths[0], "--workers", 1, "--out", root / "x.npy"],
+         "colour image (3 channels)"),
         (search_main, ["--run", not_a_run, *q], "not an shc run directory"),
         (search_main, ["--run", root / "missing", *q], "no such run directory"),
         (encode_main, ["--run", old_run, *q, "--out", root / "x.npy"], "hashnet.json is missing"),

@@ -23,7 +23,8 @@ def run(args) -> dict:
     if args.topk < 1:
         raise ValueError(f"--topk must be a positive integer, got {args.topk}")
     encoder, paths, labels, codes = encode_inputs(args)
-    database = file_database(args.db, encoder.bits) if args.db else run_database(args.run, encoder.config)
+    database = (file_database(args.db, encoder.bits, encoder.config["fingerprint"]) if args.db
+                else run_database(args.run, encoder.config))
     results = search_results(codes, database, args.topk, bits=encoder.bits, images=paths, query_labels=labels)
     results["run"] = str(args.run)
     if args.json:
