@@ -34,22 +34,31 @@ def save_model_config(out, dataset, cfg, fingerprint: str) -> None:
 
     split = dataset.query
     files = isinstance(split, FileSplit)
+    scale, shift = _normalisation(split)
     config = {
         "format": CONFIG_FORMAT, "fingerprint": fingerprint,
         "model": {"backbone": cfg.backbone, "bits": cfg.bits, "in_channels": dataset.channels,
                   "small_input": dataset.image_size <= 64},
-        # the split's own float32 constants: x_normalised = pixels * scale + shift, exactly as it computes it
         "preprocessing": {"channels": dataset.channels,
                           "resize_size": split.resize_size if files else dataset.image_size,
                           "crop_size": split.crop_size if files else dataset.image_size,
-                          "scale": split._scale.flatten().tolist(), "shift": split._shift.flatten().tolist(),
-                          "image_files": files},
+                          "scale": scale, "shift": shift, "image_files": files},
         "dataset": {"name": dataset.name, "data_root": cfg.data_root, "seed": cfg.seed,
                     "options": cfg.data_options, "num_classes": dataset.num_classes,
                     "multi_label": dataset.multi_label, "class_names": dataset.class_names},
         "eval_batch_size": cfg.eval_batch_size,
     }
     write_json(Path(out) / CONFIG_FILE, config)
+
+
+def _normalisation(split) -> tuple[list[float], list[float]]:
+    """(scale, shift) per channel, float32 values: the split normalises with x = pixels * scale + shift."""
+    from shc.data import InMemorySplit
+    from shc.data.files import IMAGENET_MEAN, IMAGENET_STD
+    if isinstance(split, InMemorySplit):  # its own constants (synthetic data's come from its pixels)
+        return split._scale.flatten().tolist(), split._shift.flatten().tolist()
+    mean, std = np.asarray(IMAGENET_MEAN, np.float64), np.asarray(IMAGENET_STD, np.float64)
+    return (1.0 / (255.0 * std)).astype(np.float32).tolist(), (-mean / std).astype(np.float32).tolist()
 
 
 def read_model_config(run_dir) -> dict:
@@ -104,17 +113,16 @@ class Preprocessing:
             return x[:1]
         return x
 
-    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        """float32 model input from uint8 (B, C, H, W): the splits' ``x.float().mul_(scale).add_(shift)``."""
-        return normalise(pixels, *self.constants(pixels.device))
-
     def constants(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) as (1, C, 1, 1) float32 tensors for :func:`normalise`."""
         shape = (1, self.channels, 1, 1)
         return (torch.tensor(self.scale, dtype=torch.float32, device=device).view(shape),
                 torch.tensor(self.shift, dtype=torch.float32, device=device).view(shape))
 
 
 def normalise(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """float32 model input from uint8 (B, C, H, W): the same values as the splits' ``x.float().mul_(scale)
+    .add_(shift)`` (one rounding per operation either way)."""
     return pixels.float() * scale + shift
 
 
@@ -233,8 +241,8 @@ class Encoder:
         except (ImageReadError, ValueError, TypeError) as exc:
             # raised in a DataLoader worker, the message carries the worker's traceback: keep its last line
             last = str(exc).strip().splitlines()[-1]
-            raise type(exc)(last.split(": ", 1)[1] if last.startswith(type(exc).__name__ + ":") else last) \
-                from None
+            message = last.split(": ", 1)[1] if last.startswith(type(exc).__name__ + ":") else last
+            raise (ImageReadError if isinstance(exc, OSError) else ValueError)(message) from None
 
 
 def load_run(run_dir, *, device: str = "auto") -> Encoder:

@@ -68,3 +68,15 @@ def test_pil_images_are_preprocessed_as_the_file_loader_does(run):
     images = [Image.open(p) for p in dataset.query.paths]
     assert np.array_equal(encoder.encode(images), np.load(out / "codes" / "query_codes.npy"))
     assert encoder.pixels(images).shape == (len(images), 3, 32, 32)
+
+
+def test_torch_export_of_an_rgb_run_reproduces_its_codes(run, tmp_path):
+    """Resize and crop stay outside the exported graph: encoder.pixels makes its input from the image files."""
+    import shc
+    from shc.cli.export import main as export_main
+    from shc.export import run_exported
+    out, data = run
+    assert export_main(["--run", str(out), "--format", "torch", "--out", str(tmp_path / "m.pt2")]) == 0
+    dataset = load_dataset("custom", data_root=str(data), **OPTIONS)
+    pixels = shc.load_run(out, device="cpu").pixels(dataset.query.paths)
+    assert np.array_equal(run_exported(tmp_path / "m.pt2", "torch", pixels), np.load(out / "codes" / "query_codes.npy"))
