@@ -1,5 +1,6 @@
 """Using a run trained on image files (the `custom` ImageFolder dataset): paths go through the pipeline's own
-FileSplit loader (resize, centre crop, ImageNet normalisation), results carry database paths."""
+FileSplit loader (resize, centre crop, ImageNet normalisation), results carry database paths. And a multi-label
+(synthetic, RGB in memory) run's relevance marks."""
 import json
 
 import numpy as np
@@ -80,3 +81,30 @@ def test_torch_export_of_an_rgb_run_reproduces_its_codes(run, tmp_path):
     dataset = load_dataset("custom", data_root=str(data), **OPTIONS)
     pixels = shc.load_run(out, device="cpu").pixels(dataset.query.paths)
     assert np.array_equal(run_exported(tmp_path / "m.pt2", "torch", pixels), np.load(out / "codes" / "query_codes.npy"))
+
+
+def test_multi_label_run_marks_a_shared_label_relevant(tmp_path):
+    """Multi-hot labels: a list file's 'path 0 1 0 ...' rows for the queries, the run's multi-hot database labels;
+    relevant = any label in common."""
+    import shc
+    from shc.data.synthetic import synthetic
+    out = tmp_path / "run"
+    options = dict(sizes=(8, 3, 8), image_size=16, multi_label=True)
+    run_pipeline(TrainConfig(dataset="synthetic", data_options=options, centers="csq", bits=16, epochs=1,
+                             threads=1, progress=False, out=str(out)))
+    query = synthetic(**options).query
+    lines = []
+    for i, (pixels, hot) in enumerate(zip(query.images[:6], query.labels)):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png " + " ".join(map(str, hot)))
+    (tmp_path / "queries.txt").write_text("\n".join(lines) + "\n")
+    assert search_main(["--run", str(out), "--images", str(tmp_path / "queries.txt"), "--topk", "5", "--json",
+                        str(tmp_path / "r.json"), "--no-progress", "--quiet"]) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    db_labels = np.load(out / "codes" / "db_labels.npy")
+    encoded = shc.load_run(out, device="cpu").encode([str(tmp_path / f"{i}.png") for i in range(6)])
+    assert np.array_equal(encoded, np.load(out / "codes" / "query_codes.npy")[:6])  # 3-channel in-memory data
+    for q, hot in zip(results["queries"], query.labels):
+        assert len(q["label"]) == hot.sum() and isinstance(q["label"], list)
+        assert [r["relevant"] for r in q["results"]] == \
+            [bool((db_labels[r["index"]] & hot).any()) for r in q["results"]]
