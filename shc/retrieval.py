@@ -197,7 +197,7 @@ def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     # without a sidecar: uint8 bytes beyond 0/1 are np.packbits output (whose width is known to 8 bits)
     packed = meta.get("packed", codes.dtype == np.uint8 and int(codes.max()) > 1)
     width = meta.get("bits", codes.shape[1] * 8 if packed else codes.shape[1])
-    fits = codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits if packed else width == bits
+    fits = (codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits) if packed else width == bits
     if not fits:
         raise ValueError(f"--db {codes_path} holds {width}-bit codes but the run's model makes {bits}-bit codes")
     if meta.get("fingerprint", fingerprint) != fingerprint:
