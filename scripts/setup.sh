@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
-fi
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+apt_install() {  # quiet; refreshes the package lists only when the first try fails
+  $SUDO apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "$@" >/dev/null; }
+}
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_install dataset-fashion-mnist
+# the retrieval gallery's browser test (tests/test_inference.py) drives Debian's chromium through playwright
+command -v chromium >/dev/null || apt_install chromium
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -19,7 +22,7 @@ if ! python -c "import torch, torchvision, numba, pybind11, pytest" >/dev/null 2
   python -m pip install -q torch==2.14.1 torchvision==0.29.1
   python -m pip install -q pybind11 numpy
 fi
-python -m pip install -q --no-build-isolation -e ".[train,dev]"
+python -m pip install -q --no-build-isolation -e ".[train,dev,export]"
 # bytecode now, as a wheel install would: the source tree is imported in place, and where the environment sets
 # PYTHONDONTWRITEBYTECODE every shc-eval start would otherwise recompile the package (~20 ms)
 python -m compileall -q shc kernels >/dev/null

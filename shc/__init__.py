@@ -26,6 +26,8 @@ _LAZY = {
     "run_pipeline": "shc.train",
     "evaluate_sharded": "shc.train",
     "center_report": "shc.centers",
+    "load_run": "shc.inference",
+    "Encoder": "shc.inference",
 }
 
 

@@ -306,6 +306,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
             hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
             resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=callback))
+    if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
+        from shc.inference import save_model_config
+        save_model_config(out, dataset, cfg, fp3)
     seconds["stage3"] = time.perf_counter() - t0
     seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history)  # included in stage3
 

@@ -1,0 +1,229 @@
+"""Retrieval with a trained run: image inputs, codes files, the database searched, and the per-query results.
+
+What shc-encode and shc-search are made of (the CLIs only parse arguments). Codes files are ``FILE.npy`` (±1
+int8, or ``np.packbits`` bytes) with a ``FILE.json`` sidecar naming their bits, paths, labels and the run.
+Labels are class names when the run has them (a query's label: a list file's label column or, under a
+directory, the sub-directory it is in, given as a class name or class id); relevance = a shared label.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+SIDECAR_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------- image inputs
+def collect_images(specs) -> tuple[list[str], list]:
+    """(paths, labels) of image files, directories (recursively, sorted) and list files (one ``path`` or
+    ``path<TAB>label`` / ``path label`` / ``path 0 1 0 ...`` a line, relative to the list file)."""
+    from shc.data.files import IMAGE_EXTENSIONS
+    paths, labels = [], []
+    for spec in map(str, specs):
+        if os.path.isdir(spec):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(spec, followlinks=True) for f in files
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise ValueError(f"{spec}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+            labels += [_folder_label(spec, p) for p in found]
+        elif os.path.isfile(spec) and spec.lower().endswith(IMAGE_EXTENSIONS):
+            paths.append(spec)
+            labels.append(None)
+        elif os.path.isfile(spec):
+            listed, listed_labels = _read_image_list(spec)
+            paths += listed
+            labels += listed_labels
+        else:
+            raise FileNotFoundError(f"{spec}: no such image, directory or list file")
+    return paths, labels
+
+
+def _folder_label(root: str, path: str):
+    """The sub-directory of ``root`` an image is in (ImageFolder's class), None for images directly in root."""
+    parts = Path(os.path.relpath(path, root)).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def _read_image_list(list_path: str) -> tuple[list[str], list]:
+    from shc.data.files import read_list_file
+    root = os.path.dirname(list_path)
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read list file {list_path}: {exc}") from None
+    if not lines:
+        raise ValueError(f"{list_path}: no entries")
+    plain = [os.path.join(root, ln) for ln in lines]
+    if all(os.path.isfile(p) for p in plain):  # a plain list of paths, no labels
+        return plain, [None] * len(plain)
+    listed = read_list_file(list_path, root)
+    if listed.multi_label:
+        return listed.paths, [list(np.flatnonzero(row)) for row in listed.labels]
+    return listed.paths, list(listed.labels)
+
+
+def canonical_label(label, class_names):
+    """A label as results show it: a class name where the run knows one (given as name or id), a list of them
+    for multi-hot rows, None when unknown."""
+    if label is None:
+        return None
+    if isinstance(label, (list, tuple, np.ndarray)) and not isinstance(label, str):
+        return [canonical_label(x, class_names) for x in label]
+    token = str(label.item() if isinstance(label, np.generic) else label)
+    if class_names and token not in class_names and token.isdigit() and int(token) < len(class_names):
+        return class_names[int(token)]
+    return token
+
+
+def labels_of_array(labels: np.ndarray, class_names) -> list:
+    """Labels of a saved labels array (class ids, or multi-hot rows) as :func:`canonical_label` gives them."""
+    if labels.ndim == 2:
+        return [canonical_label(list(np.flatnonzero(row)), class_names) for row in labels]
+    return [canonical_label(int(x), class_names) for x in labels]
+
+
+def relevant(query_label, item_label) -> bool | None:
+    """A shared label (None when either label is unknown)."""
+    if query_label is None or item_label is None:
+        return None
+    as_set = lambda x: set(x) if isinstance(x, list) else {x}  # noqa: E731
+    return bool(as_set(query_label) & as_set(item_label))
+
+
+# --------------------------------------------------------------------------------------------- codes files
+def sidecar_path(codes_path) -> Path:
+    return Path(codes_path).with_suffix(".json")
+
+
+def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packed: bool, run_dir,
+                fingerprint: str) -> None:
+    """``out`` (.npy): ±1 int8 codes, or ``np.packbits(codes > 0, axis=1)`` bytes; ``out``'s .json sidecar:
+    bits, format, paths, labels and the run that made them."""
+    from shc.train.artifacts import write_array, write_json
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
+    write_array(out, np.packbits(codes > 0, axis=1) if packed else codes)
+    write_json(sidecar_path(out), {"format": SIDECAR_FORMAT, "bits": int(codes.shape[1]), "packed": packed,
+                                   "count": len(codes), "paths": [str(p) for p in paths], "labels": labels,
+                                   "run": str(Path(run_dir).resolve()), "fingerprint": fingerprint})
+
+
+# --------------------------------------------------------------------------------------------- the database
+@dataclass
+class Database:
+    """Codes to search, with what is known about each item (labels, paths, pixels for thumbnails)."""
+
+    codes: np.ndarray
+    source: str
+    labels: list | None = None
+    paths: list | None = None
+    dataset_config: dict | None = field(default=None, repr=False)  # the run's own database: reload for pixels
+
+    def __len__(self):
+        return len(self.codes)
+
+    @cached_property
+    def split(self):
+        return run_split(self.dataset_config, "database")
+
+    def path(self, index: int):
+        if self.paths is not None:
+            return self.paths[index]
+        if self.dataset_config is not None and self.dataset_config.get("image_files"):
+            return self.split.paths[index]
+        return None
+
+    def thumbnail_source(self, index: int):
+        """A path or a uint8 pixel array of item ``index``, None when the database has neither."""
+        path = self.path(index)
+        if path is not None or self.dataset_config is None:
+            return path
+        return self.split.images[index]
+
+
+def run_split(dataset_config: dict, which: str):
+    """The run's ``which`` split (query / database), reloaded from the dataset settings in its hashnet.json."""
+    from shc.data import load_dataset
+    d = dataset_config
+    try:
+        return getattr(load_dataset(d["name"], data_root=d["data_root"], seed=d["seed"], **d["options"]), which)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"cannot reload the run's dataset ({d['name']}) for its {which} images: {exc}") from None
+
+
+def run_split_images(config: dict, which: str, count: int | None = None) -> list:
+    """The first ``count`` images of the run's ``which`` split: paths for image files, else uint8 pixels."""
+    split = run_split(config["dataset"], which)
+    items = split.paths if config["preprocessing"]["image_files"] else split.images
+    return list(items[:count])
+
+
+def run_database(run_dir, config: dict) -> Database:
+    """The run's saved database codes (codes/db_codes.npy) and labels."""
+    codes_dir = Path(run_dir) / "codes"
+    try:
+        codes = np.load(codes_dir / "db_codes.npy", allow_pickle=False)
+        labels = np.load(codes_dir / "db_labels.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
+    class_names = config["dataset"].get("class_names")
+    dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
+    return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names),
+                    dataset_config=dataset)
+
+
+def file_database(codes_path, bits: int, fingerprint: str) -> Database:
+    """Codes from a file (shc-encode's, with its sidecar, or any ±1 / {0,1} / packbits array) for ``bits``-bit
+    queries of the model with ``fingerprint``; ValueError when the widths differ or the sidecar names another
+    model (its codes would not be comparable)."""
+    from shc.io import load_array
+    codes = load_array(str(codes_path))
+    meta = {}
+    if sidecar_path(codes_path).is_file():
+        try:
+            meta = json.loads(sidecar_path(codes_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{sidecar_path(codes_path)}: cannot read ({exc})") from None
+    if codes.ndim != 2 or not len(codes):
+        raise ValueError(f"{codes_path}: expected a non-empty items x bits array, got shape {codes.shape}")
+    # without a sidecar: uint8 bytes beyond 0/1 are np.packbits output (whose width is known to 8 bits)
+    packed = meta.get("packed", codes.dtype == np.uint8 and int(codes.max()) > 1)
+    width = meta.get("bits", codes.shape[1] * 8 if packed else codes.shape[1])
+    fits = (codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits) if packed else width == bits
+    if not fits:
+        raise ValueError(f"--db {codes_path} holds {width}-bit codes but the run's model makes {bits}-bit codes")
+    if meta.get("fingerprint", fingerprint) != fingerprint:
+        raise ValueError(f"--db {codes_path} was encoded by another model (run {meta.get('run')}); its codes are "
+                         f"not comparable with this run's: encode the database with this run")
+    for key in ("paths", "labels"):
+        if meta.get(key) is not None and len(meta[key]) != len(codes):
+            raise ValueError(f"{sidecar_path(codes_path)}: {len(meta[key])} {key} for {len(codes)} codes")
+    return Database(codes, str(codes_path), meta.get("labels"), meta.get("paths"))
+
+
+# --------------------------------------------------------------------------------------------- search
+def search_results(query_codes: np.ndarray, database: Database, k: int, *, bits: int, images: list,
+                   query_labels: list) -> dict:
+    """Per query the k nearest database items by Hamming distance, ties by database index (the compiled
+    engine's shc.search): ``{"queries": [{"image", "label", "results": [{"index", "distance", "label", "path",
+    "relevant"}]}], ...}``."""
+    from shc.metrics import search
+    index, distance = search(query_codes, database.codes, k, bits=bits)
+    queries = []
+    for q, (image, label) in enumerate(zip(images, query_labels)):
+        results = []
+        for i, d in zip(index[q].tolist(), distance[q].tolist()):
+            item_label = database.labels[i] if database.labels is not None else None
+            results.append({"index": i, "distance": d, "label": item_label, "path": database.path(i),
+                            "relevant": relevant(label, item_label)})
+        queries.append({"image": str(image), "label": label, "results": results})
+    return {"bits": bits, "k": int(index.shape[1]), "database": {"codes": database.source, "size": len(database)},
+            "queries": queries}
