@@ -103,9 +103,13 @@ class Preprocessing:
     def pixels(self, image, name: str = "image") -> torch.Tensor:
         """uint8 (channels, crop, crop) of one image: a path, a PIL image, or uint8 pixels — a numpy
         (H, W[, C]) array or a torch (C, H, W) tensor."""
-        from shc.data.files import load_rgb, transform_image
-        rgb = load_rgb(image) if isinstance(image, (str, os.PathLike)) else _as_pil(image, name).convert("RGB")
-        x = transform_image(rgb, resize_size=self.resize_size, crop_size=self.crop_size, bits=None)
+        from shc.data.decode import decode_resized, resize_shorter
+        from shc.data.files import centre_crop
+        if isinstance(image, (str, os.PathLike)):  # the pipeline's decoder: the same pixels as its batches
+            rgb = decode_resized(os.fspath(image), self.resize_size)
+        else:
+            rgb = resize_shorter(np.asarray(_as_pil(image, name).convert("RGB")), self.resize_size)
+        x = torch.from_numpy(np.ascontiguousarray(centre_crop(rgb, self.crop_size))).permute(2, 0, 1)
         if self.channels == 1:
             if not (torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])):
                 raise ValueError(f"{name}: a colour image (3 channels), but this run's model takes grey images "

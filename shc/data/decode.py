@@ -55,6 +55,11 @@ def decode_resized(path: str, resize_size: int, shape: tuple[int, int] | None = 
         raise ImageReadError(f"image file not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    return resize_shorter(pixels, resize_size, shape)
+
+
+def resize_shorter(pixels: np.ndarray, resize_size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` pixels with the shorter side resized to ``resize_size`` (or to ``shape``)."""
     height, width = pixels.shape[:2]
     shape = resized_shape(height, width, resize_size) if shape is None else tuple(shape)
     if shape == (height, width):

@@ -159,6 +159,12 @@ def crop_windows(heights, widths, crop_size: int, bits: np.ndarray | None):
     return crop_flip_params(bits, heights - crop_size + 1, widths - crop_size + 1)
 
 
+def centre_crop(pixels: np.ndarray, crop_size: int) -> np.ndarray:
+    """The evaluation window of uint8 ``(H, W, C)`` pixels (what :class:`FileSplit` feeds the model)."""
+    tops, lefts, _ = crop_windows([pixels.shape[0]], [pixels.shape[1]], crop_size, None)
+    return pixels[int(tops[0]):int(tops[0]) + crop_size, int(lefts[0]):int(lefts[0]) + crop_size]
+
+
 class _Unreadable:
     """What a worker hands back instead of raising, so the main process reports one plain line."""
 
