@@ -15,11 +15,6 @@ import sys
 from shc.cli._errors import run_cli
 
 
-def default_workers() -> int:
-    """Image-decoding processes: the cores but one (at most 8); none on a single core."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     """The options every command that encodes images with a run takes."""
     p.add_argument("--run", required=True, metavar="DIR", help="an shc-train output directory")
@@ -28,12 +23,13 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
     p.add_argument("--workers", type=int, default=None,
-                   help=f"image-decoding processes (default: the cores but one, at most 8: {default_workers()})")
+                   help="image-decoding processes (default: the cores available, at most 8)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def encode_inputs(args):
     """(encoder, paths, labels, codes) for the parsed ``args`` of add_encoder_arguments."""
+    from shc.data.image_cache import default_workers
     from shc.inference import load_run
     from shc.retrieval import canonical_label, collect_images
     if args.workers is not None and args.workers < 0:
