@@ -366,3 +366,13 @@ def _loss(s, gram, q):
             r = s[i, j] - gram[i, j] / q
             acc += r * r
     return acc / classes**2
+
+
+def cached() -> bool:
+    """Whether numba's on-disk cache holds machine code for every kernel of this source (else the first call
+    compiles them: ~15 s). Reads numba's cache index; False when that cannot be read."""
+    kernels = [obj for obj in globals().values() if hasattr(obj, "_cache") and hasattr(obj, "py_func")]
+    try:
+        return all(kernel._cache._cache_file._load_index() for kernel in kernels)
+    except Exception:  # numba's cache layout is internal: when it changes, assume a compile
+        return False

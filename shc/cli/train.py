@@ -17,7 +17,7 @@ EPILOG = """\
 defaults per dataset (flags override): fashion-mnist and synthetic use the compact CNN and short CPU schedules;
 every other dataset uses the paper's settings (resnet34, 100 + 100 epochs, lr 1e-4, batch 64, test_map 5).
 
-outputs in --out DIR: similarity.npy (shc only), centers.npy, checkpoints/{classifier,hashnet}.pt,
+outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt,
 metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
 pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from shc.train.artifacts import (array_digest, atomic_write, fingerprint, load_array_artifact,
+from shc.train.artifacts import (array_digest, atomic_write, ensure_writable_dir, fingerprint, load_array_artifact,
                                  save_array_artifact, write_array, write_json)
 from shc.train.dist import Dist, evaluate_sharded
 from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
@@ -190,7 +190,7 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
-    from shc.centers import center_report, make_centers
+    from shc.centers import center_report, kernels_compiled, make_centers
     from shc.data import load_dataset
     from shc.models import Classifier, HashNet, create_backbone, find_pretrained_weights
     from shc.train import stage1, stage3
@@ -199,8 +199,11 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     ckpt_dir = out / "checkpoints"
     log = say if dist.is_main else (lambda *_: None)  # only rank 0 talks
     seconds: dict[str, float] = {}
-    if dist.is_main:  # the results of an earlier run must not sit next to this run's artifacts
-        (out / "metrics.json").unlink(missing_ok=True)
+    if dist.is_main:
+        for directory in (out, cfg.stage1_cache):  # an unwritable one fails now, not after a stage of training
+            if directory:
+                ensure_writable_dir(directory)
+        (out / "metrics.json").unlink(missing_ok=True)  # an earlier run's results must not sit next to this run's
 
     t0 = time.perf_counter()
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, **cfg.data_options)
@@ -245,7 +248,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         else:
             classifier = build(Classifier, dataset.num_classes)
             ckpt = stage1_dir / "checkpoints" / "classifier.pt"
-            history = _train_or_reuse(
+            history, _ = _train_or_reuse(
                 classifier, ckpt, fp1, dist, cfg.resume, log, "stage 1: reusing trained classifier",
                 lambda resume_state: stage1.train_classifier(
                     classifier, dataset, loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
@@ -277,6 +280,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
                       hyper=_center_hyper(cfg.centers))  # a changed optimiser setting recomputes the centers
     centers = load_array_artifact(out / "centers.npy", fp2) if dist.is_main else None
     if dist.is_main and centers is None:
+        if cfg.centers != "csq" and not kernels_compiled():
+            log("stage 2: compiling center kernels, once per install (~15 s)")
         centers = np.asarray(make_centers(cfg.centers, dataset.num_classes, cfg.bits,
                                           similarity=similarity, seed=cfg.seed), dtype=np.int8)
         save_array_artifact(out / "centers.npy", centers, fp2)
@@ -294,14 +299,15 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     hashnet = build(HashNet, cfg.bits)
     ckpt = ckpt_dir / "hashnet.pt"
     evaluator = _Evaluator(hashnet, dataset, cfg, device, dist)
-    history = _train_or_reuse(
+    history, done_before = _train_or_reuse(
         hashnet, ckpt, fp3, dist, cfg.resume, log, "stage 3: reusing trained hashing network",
         lambda resume_state: stage3.train_hashnet(
             hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
             resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=callback))
     seconds["stage3"] = time.perf_counter() - t0
-    seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history)  # included in stage3
+    # the evaluations of the epochs trained in this call: the part of seconds["stage3"] spent evaluating
+    seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history[done_before:])
 
     # ---- final model: codes, metrics, plots
     t0 = time.perf_counter()
@@ -418,15 +424,18 @@ def _center_hyper(method: str) -> dict:
     return {"mds": MDS_DEFAULTS, "shc": {**MDS_DEFAULTS, **SHC_DEFAULTS}}.get(method, {})
 
 
-def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str, train) -> list:
+def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str,
+                    train) -> tuple[list, int]:
     """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
-    ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history."""
+    ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history and
+    how many of its epochs were trained before this call (all of them when reused)."""
     state, complete = _main_checkpoint(dist, ckpt, fp)
     if complete:
         model.load_state_dict(state["model"])
         log(f"{reuse_message} {ckpt}")
-        return state["history"]
-    return train(_resumable(state, resume, ckpt, log))
+        return state["history"], len(state["history"])
+    resume_state = _resumable(state, resume, ckpt, log)
+    return train(resume_state), (int(resume_state["epoch"]) if resume_state else 0)
 
 
 def _resumable(state, resume: bool, ckpt, log):
