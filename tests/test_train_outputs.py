@@ -65,3 +65,12 @@ def test_resumed_run_times_only_what_it_ran(tmp_path):
     reused = run_pipeline(tiny(tmp_path, centers="csq", epochs=4))
     assert reused["seconds"]["stage3_eval"] == 0.0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["seconds"] == reused["seconds"]
+
+
+def test_stage2_says_when_it_compiles_the_center_kernels(tmp_path, capsys, monkeypatch):
+    import shc.centers
+    monkeypatch.setattr(shc.centers, "kernels_compiled", lambda: False)
+    run_pipeline(tiny(tmp_path, centers="mds", epochs=1, test_map=1))
+    assert "stage 2: compiling center kernels, once per install" in capsys.readouterr().out
+    run_pipeline(tiny(tmp_path, name="csq", centers="csq", epochs=1, test_map=1))
+    assert "compiling" not in capsys.readouterr().out  # csq centers need no kernels
