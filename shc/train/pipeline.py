@@ -197,7 +197,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         _prepare_out(cfg)
     seconds: dict[str, float] = {}
     with _timed(seconds, "data"):
-        job = _Job(cfg, dist, device, _load_data(cfg), callback)
+        dataset = _load_data(cfg)
+    job = _Job(cfg, dist, device, dataset, callback)
     job.log(f"data: {job.dataset!r}")
     with _timed(seconds, "stage1"):
         similarity, stage1_info = stage1_similarity(job) if cfg.centers == "shc" else (None, {})
