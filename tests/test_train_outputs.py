@@ -74,3 +74,12 @@ def test_stage2_says_when_it_compiles_the_center_kernels(tmp_path, capsys, monke
     assert "stage 2: compiling center kernels, once per install" in capsys.readouterr().out
     run_pipeline(tiny(tmp_path, name="csq", centers="csq", epochs=1, test_map=1))
     assert "compiling" not in capsys.readouterr().out  # csq centers need no kernels
+
+
+def test_unwritable_out_fails_before_the_workers_start(tmp_path, capsys, monkeypatch):
+    import shc.train.launch
+
+    monkeypatch.setattr(shc.train.launch, "launch", lambda *a: pytest.fail("workers started"))
+    (tmp_path / "file").write_text("")
+    code = main(["--dataset", "synthetic", "--nproc", "2", "--out", str(tmp_path / "file" / "run")])
+    assert code == 2 and "cannot be written" in capsys.readouterr().err

@@ -116,6 +116,7 @@ def main(argv=None) -> int:
 
 def train(args, argv: list[str], rank: str | None) -> int:
     """The run this process makes: the workers' launcher (--nproc N > 1), or one process of the run."""
+    from shc.train.artifacts import ensure_writable_dir
     from shc.train.launch import launch
     from shc.train.pipeline import check_world_size, run_pipeline
 
@@ -123,6 +124,7 @@ def train(args, argv: list[str], rank: str | None) -> int:
     nproc = _check_nproc(args.nproc)
     if nproc > 1 and rank is None and "LOCAL_RANK" not in os.environ:
         check_world_size(cfg.resolved(), nproc)  # bad options fail here, before any worker starts
+        ensure_writable_dir(cfg.out)
         return launch(argv, nproc)
     try:
         run_pipeline(cfg)
