@@ -1,4 +1,4 @@
-"""Build the compiled Hamming engine (csrc/ -> shc._engine) and map kernels/ -> shc.kernels.
+"""Build the compiled Hamming engine (csrc/ -> shc._engine).
 
 The engine is one extension; per-ISA popcount paths are compiled with function-level
 target attributes and chosen at run time (see csrc/), so one build is fast on
@@ -32,8 +32,7 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=find_packages(include=["shc", "shc.*"]) + ["shc.kernels"],
-    package_dir={"shc": "shc", "shc.kernels": "kernels"},
+    packages=find_packages(include=["shc", "shc.*"]),
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
 )

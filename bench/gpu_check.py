@@ -160,20 +160,20 @@ def section_ranking(out):
     out["top1000_equals_engine_search"] = bool(np.array_equal(idx_gpu.cpu().numpy(), idx_cpu))
 
     t = time.perf_counter()
-    gpu = hamming.evaluate_cuda(tq, tdb, tql, tdbl, **kw)
+    gpu = metrics.evaluate_cuda(tq, tdb, tql, tdbl, **kw)
     sync()
     out["gpu_evaluate_s"] = time.perf_counter() - t
-    out["gpu_evaluate_s_warm"] = timed(lambda: hamming.evaluate_cuda(tq, tdb, tql, tdbl, **kw), iters=3, warmup=0)
+    out["gpu_evaluate_s_warm"] = timed(lambda: metrics.evaluate_cuda(tq, tdb, tql, tdbl, **kw), iters=3, warmup=0)
     out["gpu_evaluate_stages_s"] = stages = {}
-    hamming.evaluate_cuda(tq, tdb, tql, tdbl, profile=stages, **kw)
+    metrics.evaluate_cuda(tq, tdb, tql, tdbl, profile=stages, **kw)
     kw_expected = dict(kw, ties="expected")
     t = time.perf_counter()
     cpu_expected = metrics.evaluate(q_codes, db_codes, q_labels, db_labels, **kw_expected)
     out["cpu_engine_expected_s"] = time.perf_counter() - t
-    out["gpu_evaluate_expected_s_warm"] = timed(lambda: hamming.evaluate_cuda(tq, tdb, tql, tdbl, **kw_expected),
+    out["gpu_evaluate_expected_s_warm"] = timed(lambda: metrics.evaluate_cuda(tq, tdb, tql, tdbl, **kw_expected),
                                                 iters=3, warmup=1)
     out["gpu_evaluate_expected_stages_s"] = stages = {}
-    gpu_expected = hamming.evaluate_cuda(tq, tdb, tql, tdbl, profile=stages, **kw_expected)
+    gpu_expected = metrics.evaluate_cuda(tq, tdb, tql, tdbl, profile=stages, **kw_expected)
     out["expected_mAP_equal"] = cpu_expected.mAP == gpu_expected.mAP
     out["speedup_expected_vs_cpu_engine"] = out["cpu_engine_expected_s"] / out["gpu_evaluate_expected_s_warm"]
     out["mAP@1000_cpu"], out["mAP@1000_gpu"] = cpu.mAP["1000"], gpu.mAP["1000"]

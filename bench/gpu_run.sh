@@ -14,7 +14,6 @@ mkdir -p "$OUT_DIR"
   python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
 } 2>&1 | tee "$OUT_DIR/env.txt"
 python3 setup.py -q build_ext --inplace -j "$(nproc)" > "$OUT_DIR/build.log" 2>&1 || { tail -30 "$OUT_DIR/build.log"; exit 1; }
-ln -sfn ../kernels shc/kernels   # what setup.py's package_dir does for an installed copy
 export PYTHONPATH=$PWD
 python3 -c "from shc import _engine; print('engine isa', _engine.isa(), 'threads', _engine.default_threads())" | tee -a "$OUT_DIR/env.txt"
 [ "${SKIP_GPU_CHECK:-0}" = 1 ] || timeout "${GPU_CHECK_TIMEOUT:-330}" python3 bench/gpu_check.py "$OUT_DIR" $GPU_CHECK_ARGS 2>&1 | tee "$OUT_DIR/gpu_check.log" | cut -c1-800
@@ -29,4 +28,3 @@ if [ -n "${PIPELINE_DATA:-}" ]; then  # runs under /tmp; only the logs and metri
     | tee "$OUT_DIR/pipeline_fmnist.log"
   cp /tmp/pipeline_fmnist/metrics.json "$OUT_DIR/pipeline_fmnist_metrics.json" 2>/dev/null
 fi
-rm -f shc/kernels

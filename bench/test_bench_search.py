@@ -26,13 +26,6 @@ def codes(request):
     return bits, np.packbits(rng.random((Q, bits)) < 0.5, axis=1), np.packbits(rng.random((N, bits)) < 0.5, axis=1)
 
 
-@pytest.fixture
-def restore_isa():
-    before = _engine.isa()
-    yield
-    _engine.set_isa(before)
-
-
 @pytest.mark.parametrize("isa", PATHS)
 def test_search_path(benchmark, codes, isa, restore_isa):
     bits, qc, dc = codes

@@ -182,56 +182,58 @@ SHC_KEYS_AVX2 int64_t prefix_avx2(const Key* keys, size_t begin, size_t count, u
 #endif
 
 template <class Key>
-size_t select_any(const Key* keys, size_t count, Key limit, Key* out) {
-#ifdef SHC_KEYS_X86
-    if (keys_use_avx512()) return select_avx512(keys, count, limit, out);
-    if (keys_use_avx2()) return select_avx2(keys, count, limit, out);
-#endif
-    return select_scalar(keys, count, limit, out);
-}
-
-template <class Key>
-size_t bucket_relevance_any(const Key* keys, size_t count, unsigned d, uint8_t* out) {
-#ifdef SHC_KEYS_X86
-    if (keys_use_avx512()) return bucket_relevance_avx512(keys, count, d, out);
-    if (keys_use_avx2()) return bucket_relevance_avx2(keys, count, d, out);
-#endif
-    return bucket_relevance_scalar(keys, count, d, out);
-}
-
-template <class Key>
-int64_t prefix_any(const Key* keys, size_t begin, size_t count, unsigned d, int64_t m, int64_t seen,
-                   int64_t relevant) {
-#ifdef SHC_KEYS_X86
-    if (keys_use_avx2()) return prefix_avx2(keys, begin, count, d, m, seen, relevant);
-#endif
-    (void)count;
+int64_t prefix_scalar(const Key* keys, size_t begin, size_t, unsigned d, int64_t m, int64_t seen, int64_t relevant) {
     return finish_one_by_one(keys, begin, d, m, seen, relevant);
 }
+
+// The key searches of the active path: the AVX-512 BW + VBMI2 twins where there are some and the CPU has them,
+// else AVX2, else scalar — the one place that chooses.
+template <class Key>
+struct KeySearches {
+    size_t (*select)(const Key*, size_t, Key, Key*) = select_scalar<Key>;
+    size_t (*bucket_relevance)(const Key*, size_t, unsigned, uint8_t*) = bucket_relevance_scalar<Key>;
+    int64_t (*prefix)(const Key*, size_t, size_t, unsigned, int64_t, int64_t, int64_t) = prefix_scalar<Key>;
+
+    static KeySearches active() {
+        KeySearches s;
+#ifdef SHC_KEYS_X86
+        if (keys_use_avx2()) {
+            s.select = select_avx2;
+            s.bucket_relevance = bucket_relevance_avx2;
+            s.prefix = prefix_avx2<Key>;
+        }
+        if (keys_use_avx512()) {
+            s.select = select_avx512<Key>;
+            s.bucket_relevance = bucket_relevance_avx512<Key>;
+        }
+#endif
+        return s;
+    }
+};
 
 }  // namespace
 
 size_t select_keys_at_most(const uint8_t* keys, size_t count, uint8_t limit, uint8_t* out) {
-    return select_any(keys, count, limit, out);
+    return KeySearches<uint8_t>::active().select(keys, count, limit, out);
 }
 size_t select_keys_at_most(const uint16_t* keys, size_t count, uint16_t limit, uint16_t* out) {
-    return select_any(keys, count, limit, out);
+    return KeySearches<uint16_t>::active().select(keys, count, limit, out);
 }
 
 size_t bucket_relevance(const uint8_t* keys, size_t count, unsigned d, uint8_t* out) {
-    return bucket_relevance_any(keys, count, d, out);
+    return KeySearches<uint8_t>::active().bucket_relevance(keys, count, d, out);
 }
 size_t bucket_relevance(const uint16_t* keys, size_t count, unsigned d, uint8_t* out) {
-    return bucket_relevance_any(keys, count, d, out);
+    return KeySearches<uint16_t>::active().bucket_relevance(keys, count, d, out);
 }
 
 int64_t relevant_in_bucket_prefix(const uint8_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
                                   int64_t seen, int64_t relevant) {
-    return prefix_any(keys, begin, count, d, m, seen, relevant);
+    return KeySearches<uint8_t>::active().prefix(keys, begin, count, d, m, seen, relevant);
 }
 int64_t relevant_in_bucket_prefix(const uint16_t* keys, size_t begin, size_t count, unsigned d, int64_t m,
                                   int64_t seen, int64_t relevant) {
-    return prefix_any(keys, begin, count, d, m, seen, relevant);
+    return KeySearches<uint16_t>::active().prefix(keys, begin, count, d, m, seen, relevant);
 }
 
 }  // namespace shc

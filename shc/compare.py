@@ -37,7 +37,7 @@ class Cell:
 def plan_grid(centers: Iterable[str], bits: Iterable[int], seeds: Iterable[int]) -> list[Cell]:
     """All cells, seed-major (each seed's stage 1 is trained once, by its first shc cell, then reused),
     then length, then method. Raises ValueError on unknown methods, bad lengths/seeds or duplicates."""
-    from shc.train.pipeline import CENTER_METHODS
+    from shc.centers import METHODS
 
     centers, bits, seeds = list(centers), list(bits), list(seeds)
     for name, values in (("centers", centers), ("bits", bits), ("seeds", seeds)):
@@ -46,8 +46,8 @@ def plan_grid(centers: Iterable[str], bits: Iterable[int], seeds: Iterable[int])
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: duplicate values in {values}")
     for c in centers:
-        if c not in CENTER_METHODS:
-            raise ValueError(f"unknown center method {c!r}; choose from {', '.join(CENTER_METHODS)}")
+        if c not in METHODS:
+            raise ValueError(f"unknown center method {c!r}; choose from {', '.join(METHODS)}")
     for b in bits:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"bits must be positive integers, got {b!r}")

@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 
 from shc.data import load_dataset
 from shc.metrics import evaluate
-from shc.train.dist import Dist, evaluate_sharded
+from shc.train.dist import Dist
+from shc.train.evaluation import evaluate_sharded
 from shc.train.loop import LoopOptions, train_epochs
 
 SYNTHETIC = ["--dataset", "synthetic", "--data-option", "sizes=(8,3,8)", "--data-option", "image_size=16",

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from shc.metrics import evaluate
-from shc.train.dist import Dist, evaluate_sharded
+from shc.train.dist import Dist
+from shc.train.evaluation import evaluate_sharded
 from shc.train.launch import default_threads, rank_device
 from shc.train.pipeline import TrainConfig, check_world_size
 

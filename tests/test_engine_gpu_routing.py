@@ -1,7 +1,8 @@
-"""shc.evaluate / shc.search route CUDA torch tensors to shc.kernels.hamming (checked on CPU with fakes).
+"""shc.evaluate / shc.search route CUDA torch tensors to the GPU path (checked on CPU with fakes).
 
 The fake tensors only look like torch CUDA tensors (their class lives in a module named torch.*, is_cuda is
-True), and a fake shc.kernels.hamming records the calls, so neither torch nor a GPU is needed.
+True), and fakes of metrics.evaluate_cuda and shc.kernels.hamming.search_cuda record the calls, so neither torch
+nor a GPU is needed.
 """
 import sys
 import types
@@ -22,7 +23,8 @@ FakeCudaTensor = type("Tensor", (), {"__module__": "torch.fake", "is_cuda": True
 def fake_kernels(monkeypatch):
     calls = []
     module = types.ModuleType("shc.kernels.hamming")
-    module.evaluate_cuda = lambda *args, **kwargs: calls.append(("evaluate_cuda", args, kwargs)) or "gpu report"
+    monkeypatch.setattr(metrics, "evaluate_cuda",
+                        lambda *args, **kwargs: calls.append(("evaluate_cuda", args, kwargs)) or "gpu report")
     module.search_cuda = lambda *args, **kwargs: calls.append(("search_cuda", args, kwargs)) or "gpu result"
     monkeypatch.setitem(sys.modules, "shc.kernels.hamming", module)
     monkeypatch.delenv("SHC_DISABLE_TRITON", raising=False)

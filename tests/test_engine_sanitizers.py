@@ -30,7 +30,7 @@ def test_engine_suite_is_clean_under_asan_and_ubsan(tmp_path, request):
         pytest.skip("no libasan for this compiler")
     copy = tmp_path / "shc-sanitized"
     copy.mkdir()
-    for item in ("setup.py", "pyproject.toml", "csrc", "shc", "kernels"):
+    for item in ("setup.py", "pyproject.toml", "csrc", "shc"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, copy / item, ignore=shutil.ignore_patterns("*.so", "__pycache__"))

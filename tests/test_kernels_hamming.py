@@ -160,7 +160,7 @@ def test_triton_evaluate_equals_engine_evaluate(ties, multi_label):
         pytest.skip("index ties on the GPU path need shc._engine.index_walk (engine hook pending)")
     qb, dbb, ql, dbl = make_case(48, multi_label, Q=30, N=600)
     topk, pr_ranks = (1, 100, 1000, "all"), np.array([1, 50, 300, 600])
-    got = hamming.evaluate_cuda(qb, dbb, ql, dbl, topk=topk, ties=ties, pr_ranks=pr_ranks).to_dict()
+    got = metrics.evaluate_cuda(qb, dbb, ql, dbl, topk=topk, ties=ties, pr_ranks=pr_ranks).to_dict()
     ref = metrics.evaluate(*(x.cpu().numpy() for x in (qb, dbb, ql, dbl)), topk=topk, ties=ties,
                            pr_ranks=pr_ranks).to_dict()
     for key in ("seconds", "threads"):

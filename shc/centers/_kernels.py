@@ -266,32 +266,38 @@ def flip_loss_change(s, h, gram, i, k):
 
 
 @njit(cache=True)
-def mds_polish(h, d, max_passes):
-    """Exact coordinate descent on the MDS objective once the constraint holds, in place on h.
+def flip_improves(s, h, gram, balance, i, k, semantic):
+    """Whether flipping bit k of center i lowers the objective: SHC's ‖s − HHᵀ/q‖² / C² (semantic), else the MDS
+    one. Σ_i ĉ_iᵀh_i = (‖b‖² − Cq)/(C − 1) with b = Σ_i h_i (``balance``): the MDS objective is the bit balance
+    over centers, and the flip lowers ‖b‖² by 4(h_ik b_k − 1), i.e. strictly when h_ik b_k ≥ 2."""
+    if semantic:
+        return 2.0 * flip_loss_change(s, h, gram, i, k) / h.shape[0] ** 2 < -1e-12  # row and column: twice
+    return h[i, k] * balance[k] >= 2.0
 
-    Σ_i ĉ_iᵀh_i = (‖Σ_i h_i‖² − Cq)/(C − 1): the objective is the bit balance over centers. Flipping bit k of h_i
-    lowers ‖s‖² (s = Σ_i h_i) by 4(h_ik s_k − 1), so the flip is taken when h_ik s_k ≥ 2 and every distance to h_i
-    stays ≥ d. The objective strictly decreases with each flip and the constraint is never broken; this replaces
-    the public code's further full sweeps of the ADMM over already-feasible centers. Returns the number of flips.
-    """
+
+@njit(cache=True)
+def flip_descent(h, d, max_passes, s, semantic):
+    """Feasible coordinate descent, in place on h (C × q ±1 float64): in (center, bit) order, every flip that lowers
+    the objective (``flip_improves``) and keeps each distance to the center ≥ d is taken, until a pass changes
+    nothing or after ``max_passes``. The objective strictly decreases with each flip and the constraint is never
+    broken. Each flip is O(C): a pass is O(C² q). Returns the number of flips."""
     classes, q = h.shape
     dprime = q - 2 * d
-    s = np.zeros(q)
-    for i in range(classes):
-        s += h[i]
     gram = _mm(h, h.T.copy())
+    balance = np.zeros(q)
+    for i in range(classes):
+        balance += h[i]
     flips = 0
     for _ in range(max_passes):
         before = flips
         for i in range(classes):
             for k in range(q):
-                hik = h[i, k]
-                if hik * s[k] < 2.0:
+                if not flip_improves(s, h, gram, balance, i, k, semantic):
                     continue
                 if not flip_keeps_distance(h, gram, i, k, dprime):
                     continue
+                balance[k] -= 2.0 * h[i, k]
                 flip_bit(h, gram, i, k)
-                s[k] -= 2.0 * hik
                 flips += 1
         if flips == before:
             break
@@ -299,31 +305,18 @@ def mds_polish(h, d, max_passes):
 
 
 @njit(cache=True)
-def shc_polish(s, h, d, max_passes):
-    """Feasible coordinate descent on ‖s − HHᵀ/q‖² after the ADMM, in place on h (C × q ±1 float64, s symmetric).
+def mds_polish(h, d, max_passes):
+    """Descent on the MDS objective once the constraint holds (``flip_descent``): this replaces the public
+    code's further full sweeps of the ADMM over already-feasible centers. Returns the number of flips."""
+    return flip_descent(h, d, max_passes, np.zeros((1, 1)), False)
 
-    The public H-step moves few bits (on Fashion-MNIST's S: 3–5 of 160 at 16 bits, none at 64 — docs/compare.md), so
-    its result is a poor minimiser of the very objective SHC states. Flipping bit k of h_i changes G_ij (j ≠ i) by
-    −2 h_ik h_jk; the flip is taken when it lowers the loss and keeps every G_ij ≤ q − 2d (distance ≥ d), in
-    (center, bit) order, until a pass changes nothing. Each flip is O(C): a pass is O(C² q). Returns the flips.
-    """
-    classes, q = h.shape
-    dprime = q - 2 * d
-    gram = _mm(h, h.T.copy())
-    flips = 0
-    for _ in range(max_passes):
-        before = flips
-        for i in range(classes):
-            for k in range(q):
-                if not flip_keeps_distance(h, gram, i, k, dprime):
-                    continue
-                if 2.0 * flip_loss_change(s, h, gram, i, k) / classes**2 >= -1e-12:  # row and column: twice
-                    continue
-                flip_bit(h, gram, i, k)
-                flips += 1
-        if flips == before:
-            break
-    return flips
+
+@njit(cache=True)
+def shc_polish(s, h, d, max_passes):
+    """Descent on ‖s − HHᵀ/q‖² after the ADMM (``flip_descent``; s symmetric). The public H-step moves few bits
+    (on Fashion-MNIST's S: 3–5 of 160 at 16 bits, none at 64 — docs/compare.md), so its result is a poor minimiser
+    of the very objective SHC states. Returns the number of flips."""
+    return flip_descent(h, d, max_passes, s, True)
 
 
 @njit(cache=True)
@@ -366,3 +359,13 @@ def _loss(s, gram, q):
             r = s[i, j] - gram[i, j] / q
             acc += r * r
     return acc / classes**2
+
+
+def cached() -> bool:
+    """Whether numba's on-disk cache holds machine code for every kernel of this source (else the first call
+    compiles them: ~15 s). Reads numba's cache index; False when that cannot be read."""
+    kernels = [obj for obj in globals().values() if hasattr(obj, "_cache") and hasattr(obj, "py_func")]
+    try:
+        return all(kernel._cache._cache_file._load_index() for kernel in kernels)
+    except Exception:  # numba's cache layout is internal: when it changes, assume a compile
+        return False

@@ -6,18 +6,31 @@ import sys
 USER_ERRORS = (ValueError, TypeError, OSError)
 
 
-def run_cli(prog: str, fn, args) -> int:
-    """Run ``fn(args)`` and turn user errors into ``PROG: error: ...`` (exit 2), Ctrl-C into exit 130 and a closed
-    output pipe into a quiet exit 1."""
+class CommandFailed(Exception):
+    """A failure that is not bad input but is still best told in one line (a lost distributed worker):
+    ``PROG: error: MESSAGE`` and exit ``code``."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "interrupted") -> int:
+    """Run ``fn(args)`` and turn user errors into ``PROG: error: CONTEXTmessage`` (exit 2), CommandFailed into the
+    same line with its code, Ctrl-C into ``PROG: INTERRUPTED`` (exit 130) and a closed output pipe into a quiet
+    exit 1. An int that ``fn`` returns is the exit code (0 otherwise)."""
     try:
-        fn(args)
+        result = fn(args)
     except BrokenPipeError:  # the reader went away (`shc-eval ... | head`): stop quietly, as other Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush into the pipe
         return 1
+    except CommandFailed as exc:
+        print(f"{prog}: error: {context}{exc}", file=sys.stderr)
+        return exc.code
     except USER_ERRORS as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{prog}: error: {context}{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -54,7 +54,7 @@ def run(args) -> None:
 
 
 def _build(args) -> None:
-    from shc.cli.train import parse_data_options
+    from shc.train.options import parse_data_options
     from shc.data import load_dataset
     from shc.data.image_cache import human_size
     from shc.data.registry import READS_FILES, canonical_name

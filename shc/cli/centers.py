@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from shc.centers import METHODS, center_report, check_similarity, csq_centers, gv_distance, mds_centers, shc_centers
+from shc.centers import METHODS, center_report, check_similarity, gv_distance, kernels_compiled, make_centers
 from shc.cli._errors import run_cli
 
 
@@ -42,13 +42,10 @@ def run(args) -> dict:
     gv_distance(args.bits, classes)  # validates classes/bits before any work
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out must be a .npy path, got {args.out!r}")
+    if args.method != "csq" and not args.quiet and not kernels_compiled():
+        print("shc-centers: compiling center kernels, once per install (~15 s)", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    if args.method == "csq":
-        centers = csq_centers(classes, args.bits, seed=args.seed)
-    elif args.method == "mds":
-        centers = mds_centers(classes, args.bits, seed=args.seed)
-    else:
-        centers = shc_centers(similarity, args.bits, seed=args.seed)
+    centers = make_centers(args.method, classes, args.bits, similarity=similarity, seed=args.seed)
     seconds = time.perf_counter() - start
     report = {"method": args.method, "seed": args.seed, **center_report(centers, similarity=similarity),
               "seconds": seconds}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shc.cli._errors import run_cli
+
 EPILOG = """\
 every other option is shc-train's and applies to every run (see shc-train --help), e.g.
   shc-compare --dataset fashion-mnist --centers csq mds shc --bits 16 32 64 --seeds 0 1 2 --out runs/compare \\
@@ -18,14 +20,15 @@ every other option is shc-train's and applies to every run (see shc-train --help
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shc.centers import METHODS
     from shc.cli.train import build_parser as train_parser
 
     # shc-train's options, with the grid axes redefined as lists (conflict_handler drops shc-train's versions).
     p = argparse.ArgumentParser(prog="shc-compare", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 parents=[train_parser()], conflict_handler="resolve",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--centers", nargs="+", default=["csq", "mds", "shc"], choices=["csq", "mds", "shc"],
-                   help="hash center methods to compare (default: csq mds shc)")
+    p.add_argument("--centers", nargs="+", default=list(METHODS), choices=METHODS,
+                   help=f"hash center methods to compare (default: {' '.join(METHODS)})")
     p.add_argument("--bits", "--code_length", "--code-length", dest="bits", nargs="+", type=int,
                    default=[16, 32, 64], help="code lengths (default: 16 32 64)")
     p.add_argument("--seeds", "--seed", dest="seeds", nargs="+", type=int, default=[0, 1, 2],
@@ -36,29 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from shc.cli.train import config_from_args
-        from shc.compare import plan_grid, run_grid
+    return run_cli("shc-compare", compare, args,
+                   interrupted="interrupted; rerun the same command (add --resume to continue the interrupted run)")
 
-        if args.nproc not in (None, 1):  # the grid's runs train one after another here
-            raise ValueError("--nproc is not supported by shc-compare: each run of the grid trains in this process")
-        cells = plan_grid(args.centers, args.bits, args.seeds)
-        out = args.out or f"runs/compare-{args.dataset}"
-        one = argparse.Namespace(**{**vars(args), "centers": cells[0].centers, "bits": cells[0].bits,
-                                    "seed": cells[0].seed, "out": out})
-        base = config_from_args(one)  # every shc-train option, checked once here (each cell replaces the axes)
-        base.resolved()
-        results = run_grid(base, cells, out)
-    except KeyboardInterrupt:
-        print("shc-compare: interrupted; rerun the same command (add --resume to continue the interrupted run)",
-              file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:  # bad input (options, data, files): one line, no traceback
-        print("shc-compare: error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+
+def compare(args) -> None:
+    from shc.compare import plan_grid, run_grid
+    from shc.train.options import config_from_options
+
+    if args.nproc not in (None, 1):  # the grid's runs train one after another here
+        raise ValueError("--nproc is not supported by shc-compare: each run of the grid trains in this process")
+    cells = plan_grid(args.centers, args.bits, args.seeds)
+    out = args.out or f"runs/compare-{args.dataset}"
+    # every shc-train option, checked once here (each cell replaces the axes)
+    base = config_from_options({**vars(args), "centers": cells[0].centers, "bits": cells[0].bits,
+                                "seed": cells[0].seed, "out": out})
+    base.resolved()
+    results = run_grid(base, cells, out)
     print(f"shc-compare: {len(results['runs'])} runs -> {out}/results.md, {out}/results.json, "
           + ", ".join(f"{out}/{p}" for p in results["figures"].values()))
-    return 0
 
 
 if __name__ == "__main__":

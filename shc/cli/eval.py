@@ -28,6 +28,8 @@ multi-hot rows."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shc.metrics import TIES
+
     p = argparse.ArgumentParser(prog="shc-eval", description="Evaluate binary hash codes by Hamming ranking.",
                                 epilog=EPILOG)
     p.add_argument("--query-codes", required=True, metavar="FILE", help="query codes (Q x q)")
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db-labels", required=True, metavar="FILE", help="database labels")
     p.add_argument("--topk", nargs="+", default=["100", "1000", "all"], metavar="K",
                    help="cut-offs for mAP@k: positive integers or 'all' (default: 100 1000 all)")
-    p.add_argument("--ties", default="index", choices=["index", "expected", "optimistic", "pessimistic"],
+    p.add_argument("--ties", default="index", choices=TIES,
                    help="order inside equal distances (default: index = stable by database index)")
     p.add_argument("--radius", type=int, default=2, help="Hamming radius for P@H<=r and R@H<=r (default: 2)")
     p.add_argument("--bits", type=int, default=None, help="code length; required for np.packbits uint8 codes")

@@ -8,16 +8,17 @@ in its README (``--code_length``, ``--num_classes``, ``--lr``, ``--epoch``, ``--
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import re
 import sys
+
+from shc.cli._errors import CommandFailed, run_cli
 
 EPILOG = """\
 defaults per dataset (flags override): fashion-mnist and synthetic use the compact CNN and short CPU schedules;
 every other dataset uses the paper's settings (resnet34, 100 + 100 epochs, lr 1e-4, batch 64, test_map 5).
 
-outputs in --out DIR: similarity.npy (shc only), centers.npy, checkpoints/{classifier,hashnet}.pt,
+outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt,
 metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
 pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
 
@@ -31,6 +32,11 @@ and on M machines (the same command on every node; rank 0 writes every output on
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shc.centers import METHODS
+    from shc.similarity import MASKS, MULTILABEL_RULES
+    from shc.train.launch import DEFAULT_TIMEOUT_S
+    from shc.train.stage3 import MULTILABEL_CENTER_RULES
+
     p = argparse.ArgumentParser(prog="shc-train", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
@@ -42,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected number of classes; checked against the data")
     p.add_argument("--code_length", "--code-length", "--bits", dest="bits", type=int, default=32,
                    help="hash code length q in bits (default: 32)")
-    p.add_argument("--centers", default="shc", choices=["shc", "mds", "csq"],
+    p.add_argument("--centers", default="shc", choices=METHODS,
                    help="hash center method; mds and csq skip stage 1 (default: shc)")
     p.add_argument("--backbone", default=None,
                    help="compact, resnet18, resnet34 or resnet50 (default: per dataset)")
@@ -81,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
     p.add_argument("--stage1-cache", "--stage1_cache", dest="stage1_cache", default=None, metavar="DIR",
                    help="share stage-1 results (classifier, similarity) between runs through DIR")
-    p.add_argument("--similarity-mask", default="gt", choices=["gt", "argmax"],
+    p.add_argument("--similarity-mask", default="gt", choices=MASKS,
                    help="stage 1: mask the ground-truth class (default) or the arg-max prediction")
-    p.add_argument("--similarity-multilabel", default="negatives", choices=["negatives", "first"],
+    p.add_argument("--similarity-multilabel", default="negatives", choices=MULTILABEL_RULES,
                    help="stage 1, multi-label: softmax over negatives for every positive (default) or the "
                         "public code's first-label rule")
-    p.add_argument("--multilabel-centers", default="csq", choices=["csq", "first"],
+    p.add_argument("--multilabel-centers", default="csq", choices=MULTILABEL_CENTER_RULES,
                    help="stage 3, multi-label: sign of the summed label centers (default) or the first label's")
     p.add_argument("--compile", default="off", metavar="MODE",
                    help="torch.compile the training step: off, default, reduce-overhead (adds CUDA graphs: small "
@@ -95,73 +101,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--nproc", "--nproc-per-node", "--nproc_per_node", dest="nproc", type=int, default=None, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel; default: 1)")
-    p.add_argument("--dist-timeout", "--dist_timeout", dest="dist_timeout", type=float, default=600.0,
-                   metavar="SECONDS", help="distributed runs: a collective that waits longer for a lost or stuck "
-                                           "worker fails the run (default: 600)")
+    p.add_argument("--dist-timeout", "--dist_timeout", dest="dist_timeout", type=float,
+                   default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="distributed runs: a collective that waits longer for a lost or stuck worker fails the run "
+                        f"(default: {DEFAULT_TIMEOUT_S:g})")
     return p
 
 
-def parse_data_options(items: list[str]) -> dict:
-    """``--data-option KEY=VALUE`` items as a dict; values are Python literals, else plain strings."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--data-option takes KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value  # a plain string
-    return options
-
-
 def config_from_args(args):
-    from shc.train.pipeline import TrainConfig
-
-    if args.gpu is not None and args.device not in (None, f"cuda:{args.gpu}"):
-        raise ValueError(f"--gpu {args.gpu} conflicts with --device {args.device}")
-    device = f"cuda:{args.gpu}" if args.gpu is not None else (args.device or "auto")
-    topk = tuple(k.strip() for k in args.topk.split(",") if k.strip())
-    data_options = parse_data_options(args.data_options)
-    out = args.out or f"runs/{args.dataset}-{args.centers}-{args.bits}"
-    return TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, data_options=data_options, num_classes=args.num_classes, bits=args.bits,
-        centers=args.centers, backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
-        classify_epochs=args.classify_epochs, lr=args.lr, batch_size=args.batch_size, test_map=args.test_map,
-        lambd=args.lambd, topk=topk, seed=args.seed, workers=args.workers, image_cache=args.image_cache,
-        skip_unreadable=args.skip_unreadable, threads=args.threads, device=device,
-        similarity_mask=args.similarity_mask, similarity_multilabel=args.similarity_multilabel,
-        multilabel_centers=args.multilabel_centers, out=out, stage1_cache=args.stage1_cache,
-        resume=args.resume, progress=args.progress, compile=args.compile, dist_timeout=args.dist_timeout)
+    from shc.train.options import config_from_options
+    return config_from_options(vars(args))
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
-    prefix = "shc-train: error: " + (f"[rank {rank}] " if rank is not None else "")
+    return run_cli("shc-train", lambda args: train(args, argv, rank), args,
+                   context=f"[rank {rank}] " if rank is not None else "",
+                   interrupted="interrupted; rerun the same command with --resume to continue")
+
+
+def train(args, argv: list[str], rank: str | None) -> int:
+    """The run this process makes: the workers' launcher (--nproc N > 1), or one process of the run."""
+    from shc.train.artifacts import ensure_writable_dir
+    from shc.train.launch import launch
+    from shc.train.pipeline import check_world_size, run_pipeline
+
+    cfg = config_from_args(args)
+    nproc = _check_nproc(args.nproc)
+    if nproc > 1 and rank is None and "LOCAL_RANK" not in os.environ:
+        check_world_size(cfg.resolved(), nproc)  # bad options fail here, before any worker starts
+        ensure_writable_dir(cfg.out)
+        return launch(argv, nproc)
     try:
-        from shc.train.launch import launch
-        from shc.train.pipeline import check_world_size, run_pipeline
-        cfg = config_from_args(args)
-        nproc = _check_nproc(args.nproc)
-        if nproc > 1 and rank is None and "LOCAL_RANK" not in os.environ:
-            check_world_size(cfg.resolved(), nproc)  # bad options fail here, before any worker starts
-            return launch(argv, nproc)
         run_pipeline(cfg)
-    except KeyboardInterrupt:
-        print("shc-train: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:  # bad input (options, data, files): one line, no traceback
-        print(prefix + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
     except RuntimeError as exc:
         if rank is None or not _collective_failure(exc):
             raise  # a bug: the traceback helps
         # a peer died (the launcher reports which) or did not answer within --dist-timeout
-        print(prefix + _first_line(exc) + f" (a distributed operation failed: another worker exited, or none "
-              f"answered within --dist-timeout {args.dist_timeout:g} s)", file=sys.stderr)
-        return 1
+        raise CommandFailed(_first_line(exc) + f" (a distributed operation failed: another worker exited, or "
+                            f"none answered within --dist-timeout {args.dist_timeout:g} s)") from None
     return 0
 
 

@@ -1,5 +1,5 @@
 """The one place that knows about ranks: who writes artifacts, how every rank gets the same objects,
-how sharded outputs are put back together or reduced, and the sharded tie-aware evaluation.
+how sharded outputs are put back together or reduced (the sharded evaluation built on it: shc.train.evaluation).
 
 Single process: rank 0 of 1, every call is the identity. Under torch.distributed (issue 6) the same calls
 broadcast / gather / sum, so the training code never branches on rank itself. Starting the process group and
@@ -107,36 +107,3 @@ def _assemble(parts, total: int, like: np.ndarray) -> np.ndarray:
     if not seen.all():
         raise RuntimeError(f"sharded encoding covered {int(seen.sum())} of {total} rows")
     return out
-
-
-SHARDED_TIES = ("expected", "optimistic", "pessimistic")
-
-
-def evaluate_sharded(query_codes, db_codes, query_labels, db_labels, *, dist: Dist | None = None,
-                     topk=(100, 1000, "all"), ties: str = "expected", radius: int = 2, pr_ranks=None,
-                     threads=None, bits=None):
-    """Tie-aware retrieval metrics of a database split across ranks: exactly ``shc.metrics.evaluate`` on the
-    whole database, without any rank ever holding it.
-
-    Every rank passes all queries (codes and labels) and its own database shard (``db_codes``/``db_labels``:
-    any disjoint split whose union is the database, in any order; a shard may be empty). Each rank computes
-    the per-query Hamming histograms (n_d, r_d) of its shard, the histograms are summed across ranks, and the
-    engine's reduction turns them into the Report — the same Report on every rank. ``ties="index"`` depends
-    on the order inside each distance bucket, which histograms do not carry: gather the codes instead
-    (``Dist.gather_rows``) and call ``shc.metrics.evaluate``.
-    """
-    from shc.codes import pack_codes
-    from shc.metrics import buckets, report_from_buckets
-
-    if ties not in SHARDED_TIES:
-        raise ValueError(f"sharded evaluation supports ties {', '.join(SHARDED_TIES)}, got {ties!r}; "
-                         "'index' ties need the whole ranking: gather the codes and use shc.metrics.evaluate")
-    dist = dist if dist is not None else Dist.current()
-    if len(db_codes) == 0:  # nothing here, but this rank still takes part in the sum
-        _, q = pack_codes(query_codes, bits)
-        n = np.zeros((len(query_codes), q + 1), dtype=np.int64)
-        r = n.copy()
-    else:
-        n, r = buckets(query_codes, db_codes, query_labels, db_labels, threads=threads, bits=bits)
-    n, r = dist.sum(n), dist.sum(r)
-    return report_from_buckets(n, r, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks, threads=threads)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from shc.train.artifacts import load_checkpoint, save_checkpoint
 from shc.train.dist import Dist
+from shc.train.progress import show_progress
 
 
 @dataclass
@@ -107,9 +108,9 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
     steps = split.num_batches(local_batch, train=True, rank=dist.rank, world_size=dist.world_size,
                               drop_last=drop_last)
     net = compile_model(dist.data_parallel(model), opts.compile)  # after the resume load: DDP starts from rank 0
-    epochs_bar = tqdm(range(start, opts.epochs), desc=name, initial=start, total=opts.epochs,
-                      disable=not (opts.progress and dist.is_main), unit="epoch", leave=False)
-    for epoch in epochs_bar:
+    show = opts.progress and dist.is_main
+    for epoch in show_progress(range(start, opts.epochs), total=opts.epochs, desc=name, unit="epoch",
+                               enabled=show, initial=start):
         model.train()
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -118,8 +119,7 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         batches = split.batches(local_batch, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
                                 rank=dist.rank, world_size=dist.world_size, workers=opts.workers,
                                 drop_last=drop_last)
-        for images, labels, _ in tqdm(batches, total=steps, desc=f"epoch {epoch + 1}", leave=False,
-                                      disable=not (opts.progress and dist.is_main), unit="batch"):
+        for images, labels, _ in show_progress(batches, total=steps, desc=f"epoch {epoch + 1}", enabled=show):
             loss = loss_fn(forward(net, images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,6 +10,7 @@ and 3 with DistributedDataParallel on rank shards of every global batch, and enc
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -21,13 +22,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from shc.train.artifacts import (array_digest, atomic_write, fingerprint, load_array_artifact,
+from shc.train.artifacts import (array_digest, atomic_write, ensure_writable_dir, fingerprint, load_array_artifact,
                                  save_array_artifact, write_array, write_json)
-from shc.train.dist import Dist, evaluate_sharded
+from shc.train.dist import Dist
+from shc.train.evaluation import Evaluator, best_on_query
 from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
 from shc.train.loop import LoopOptions, checkpoint_state, prepare_model, say
-
-CENTER_METHODS = ("shc", "mds", "csq")
 
 # Defaults per dataset: the paper's settings for its datasets; a CPU-sized run for Fashion-MNIST.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,6 +108,7 @@ def normalize_topk(topk) -> tuple:
 
 
 def _check_config(cfg: TrainConfig) -> None:
+    from shc.centers import METHODS
     from shc.models import list_backbones
     from shc.similarity import MASKS, MULTILABEL_RULES
     from shc.train.loop import check_compile_mode
@@ -120,8 +121,8 @@ def _check_config(cfg: TrainConfig) -> None:
 
     for name in ("bits", "epochs", "classify_epochs", "batch_size", "eval_batch_size", "test_map"):
         positive_int(name)
-    if cfg.centers not in CENTER_METHODS:
-        raise ValueError(f"centers must be one of {', '.join(CENTER_METHODS)}, got {cfg.centers!r}")
+    if cfg.centers not in METHODS:
+        raise ValueError(f"centers must be one of {', '.join(METHODS)}, got {cfg.centers!r}")
     if cfg.backbone not in list_backbones():
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(list_backbones())}")
     for name in ("lr", "lambd", "weight_decay", "final_lr"):
@@ -193,19 +194,65 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
-    from shc.centers import center_report, make_centers
-    from shc.data import load_dataset
-    from shc.models import Classifier, HashNet, create_backbone, find_pretrained_weights
-    from shc.train import stage1, stage3
-
+    """The stages in order; each returns what the next needs and times itself into ``seconds``."""
     out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
-    log = say if dist.is_main else (lambda *_: None)  # only rank 0 talks
+    if dist.is_main:
+        _prepare_out(cfg)
     seconds: dict[str, float] = {}
-    if dist.is_main:  # the results of an earlier run must not sit next to this run's artifacts
-        (out / "metrics.json").unlink(missing_ok=True)
+    with _timed(seconds, "data"):
+        dataset = _load_data(cfg, dist)
+    job = _Job(cfg, dist, device, dataset, callback)
+    job.log(f"data: {job.dataset!r}")
+    with _timed(seconds, "stage1"):
+        similarity, stage1_info = stage1_similarity(job) if cfg.centers == "shc" else (None, {})
+    with _timed(seconds, "stage2"):
+        centers, center_info, fp2 = stage2_centers(job, similarity)
+    with _timed(seconds, "stage3"):
+        evaluator, history, done_before, fp3 = stage3_hashing(job, centers)
+    # the evaluations of the epochs trained in this call: the part of seconds["stage3"] spent evaluating
+    seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history[done_before:])
+    with _timed(seconds, "eval"):
+        codes, final = evaluator.final()
+    seconds["total"] = sum(v for k, v in seconds.items() if k != "stage3_eval")
+    if not dist.is_main:
+        return {}
+    metrics = {
+        "dataset": job.dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
+        "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs,
+        "classify_epochs": cfg.classify_epochs if similarity is not None else 0,
+        "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
+        "best_on_query": best_on_query(history), "retrieval": final["retrieval"],
+        "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
+        "center_report": center_info, "seconds": seconds, "history": history,
+        "fingerprints": {"stage2": fp2, "stage3": fp3},
+        "config": dataclasses.asdict(cfg),
+    }
+    write_outputs(job, metrics, codes, final["pr_curves"])
+    job.log(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
+        f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
+    return metrics
 
-    t0 = time.perf_counter()
+
+@contextlib.contextmanager
+def _timed(seconds: dict, name: str):
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
+
+
+def _prepare_out(cfg: TrainConfig) -> None:
+    """Rank 0, before any work: every output directory writable, no earlier run's metrics.json left behind."""
+    for directory in (cfg.out, cfg.stage1_cache):  # an unwritable one fails now, not after a stage of training
+        if directory:
+            ensure_writable_dir(directory)
+    (Path(cfg.out) / "metrics.json").unlink(missing_ok=True)  # must not sit next to this run's artifacts
+
+
+def _load_data(cfg: TrainConfig, dist: Dist):
+    """The dataset, checked against --num_classes and against the code length (rank 0 shows the image cache's
+    progress)."""
+    from shc.data import load_dataset
+
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, image_cache=cfg.image_cache,
                            workers=cfg.workers, skip_unreadable=cfg.skip_unreadable,
                            progress=cfg.progress and dist.is_main, **cfg.data_options)
@@ -214,205 +261,161 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
                          f"which has {dataset.num_classes} classes")
     if 2 ** min(cfg.bits, 62) < dataset.num_classes:
         raise ValueError(f"{cfg.bits} bits cannot give {dataset.num_classes} distinct centers")
-    seconds["data"] = time.perf_counter() - t0
-    log(f"data: {dataset!r}")
-    data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
-               "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
-               **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
-    small_input = dataset.image_size <= 64
+    return dataset
 
-    def build(head_cls, width):
-        torch.manual_seed(cfg.seed)  # the same init whatever ran (or was reused) before
-        backbone = create_backbone(cfg.backbone, in_channels=dataset.channels, small_input=small_input,
-                                   pretrained=cfg.pretrained)
-        return prepare_model(head_cls(backbone, width), device)
 
-    def loop_options(epochs):
+@dataclass
+class _Job:
+    """What every stage of one run shares: the options, the ranks, the data, and how models are made."""
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    dataset: Any
+    callback: Callable | None
+
+    def __post_init__(self):
+        from shc.models import find_pretrained_weights
+
+        cfg, dataset = self.cfg, self.dataset
+        self.out = Path(cfg.out)
+        self.log = say if self.dist.is_main else (lambda *_: None)  # only rank 0 talks
+        self.data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
+                        "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
+                        **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
+        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet")
+                                     else None)
+        self.model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
+                         "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
+
+    def build(self, head_cls, width: int) -> torch.nn.Module:
+        """A fresh backbone + head on the device, with the same initialisation whatever ran before."""
+        from shc.models import create_backbone
+
+        torch.manual_seed(self.cfg.seed)
+        backbone = create_backbone(self.cfg.backbone, in_channels=self.dataset.channels,
+                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained)
+        return prepare_model(head_cls(backbone, width), self.device)
+
+    def loop_options(self, epochs: int) -> LoopOptions:
+        cfg = self.cfg
         return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=device,
+                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
                            progress=cfg.progress, compile=cfg.compile)
 
-    weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet") else None)
-    model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
-                "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
 
-    # ---- stage 1: classifier -> similarity
-    similarity, stage1_info = None, {}
-    t0 = time.perf_counter()
-    if cfg.centers == "shc":
-        fp1 = fingerprint(stage=1, data=data_id, model=model_id, epochs=cfg.classify_epochs,
-                          mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel)
-        stage1_dir = Path(cfg.stage1_cache) / f"stage1-{fp1[:16]}" if cfg.stage1_cache else out
-        # rank 0 decides what is reused; the others follow (their filesystem need not hold the artifacts)
-        similarity = dist.from_main(load_array_artifact(stage1_dir / "similarity.npy", fp1)
-                                    if dist.is_main else None)
-        if similarity is not None:
-            log(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
-        else:
-            classifier = build(Classifier, dataset.num_classes)
-            ckpt = stage1_dir / "checkpoints" / "classifier.pt"
-            history = _train_or_reuse(
-                classifier, ckpt, fp1, dist, cfg.resume, log, "stage 1: reusing trained classifier",
-                lambda resume_state: stage1.train_classifier(
-                    classifier, dataset, loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
-                    fp=fp1, resume_state=resume_state, dist=dist, callback=callback))
-            similarity = stage1.similarity_from_classifier(
-                classifier, dataset.train, batch_size=cfg.eval_batch_size, device=device, dist=dist,
-                mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel, progress=cfg.progress)
-            accuracy = stage1.classifier_accuracy(classifier, dataset.query, batch_size=cfg.eval_batch_size,
-                                                  device=device, dist=dist)
-            if dist.is_main:
-                save_array_artifact(stage1_dir / "similarity.npy", similarity, fp1)
-                write_json(stage1_dir / "stage1.json", {"fingerprint": fp1, "history": history,
-                                                        "query_accuracy": accuracy})
-        similarity = dist.from_main(similarity)  # bit-identical S (hence centers) on every rank
-        if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
-            save_array_artifact(out / "similarity.npy", similarity, fp1)
-            for name in ("stage1.json", "checkpoints/classifier.pt"):
-                if (stage1_dir / name).is_file():
-                    atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
-        stage1_info = _read_json(out / "stage1.json") if dist.is_main else {}
-        if stage1_info.get("fingerprint") != fp1:  # written after similarity.npy: an interrupted write
-            stage1_info = {}
-    seconds["stage1"] = time.perf_counter() - t0
+def stage1_similarity(job: _Job) -> tuple[np.ndarray, dict]:
+    """Stage 1: the class similarity S (reused when fingerprinted, else from a trained classifier) and
+    stage1.json's content; with --stage1-cache the run dir gets its own copy."""
+    cfg, dist, out = job.cfg, job.dist, job.out
+    fp1 = fingerprint(stage=1, data=job.data_id, model=job.model_id, epochs=cfg.classify_epochs,
+                      mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel)
+    stage1_dir = Path(cfg.stage1_cache) / f"stage1-{fp1[:16]}" if cfg.stage1_cache else out
+    # rank 0 decides what is reused; the others follow (their filesystem need not hold the artifacts)
+    similarity = dist.from_main(load_array_artifact(stage1_dir / "similarity.npy", fp1) if dist.is_main else None)
+    if similarity is not None:
+        job.log(f"stage 1: reusing {stage1_dir / 'similarity.npy'} (fingerprint matches)")
+    else:
+        similarity = _train_similarity(job, stage1_dir, fp1)
+    similarity = dist.from_main(similarity)  # bit-identical S (hence centers) on every rank
+    if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
+        save_array_artifact(out / "similarity.npy", similarity, fp1)
+        for name in ("stage1.json", "checkpoints/classifier.pt"):
+            if (stage1_dir / name).is_file():
+                atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
+    info = _read_json(out / "stage1.json") if dist.is_main else {}
+    return similarity, info if info.get("fingerprint") == fp1 else {}  # else: a write interrupted after S
 
-    # ---- stage 2: centers
-    t0 = time.perf_counter()
-    fp2 = fingerprint(stage=2, method=cfg.centers, bits=cfg.bits, classes=dataset.num_classes, seed=cfg.seed,
+
+def _train_similarity(job: _Job, stage1_dir: Path, fp1: str) -> np.ndarray | None:
+    """Train (or reuse, or resume) the classifier, then S from its logits; rank 0 writes S and stage1.json."""
+    from shc.models import Classifier
+    from shc.train import stage1
+
+    cfg, dist, dataset = job.cfg, job.dist, job.dataset
+    classifier = job.build(Classifier, dataset.num_classes)
+    ckpt = stage1_dir / "checkpoints" / "classifier.pt"
+    history, _ = _train_or_reuse(
+        classifier, ckpt, fp1, dist, cfg.resume, job.log, "stage 1: reusing trained classifier",
+        lambda resume_state: stage1.train_classifier(
+            classifier, dataset, job.loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
+            fp=fp1, resume_state=resume_state, dist=dist, callback=job.callback))
+    similarity = stage1.similarity_from_classifier(
+        classifier, dataset.train, batch_size=cfg.eval_batch_size, device=job.device, dist=dist,
+        mask=cfg.similarity_mask, multilabel=cfg.similarity_multilabel, progress=cfg.progress)
+    accuracy = stage1.classifier_accuracy(classifier, dataset.query, batch_size=cfg.eval_batch_size,
+                                          device=job.device, dist=dist)
+    if dist.is_main:
+        save_array_artifact(stage1_dir / "similarity.npy", similarity, fp1)
+        write_json(stage1_dir / "stage1.json", {"fingerprint": fp1, "history": history, "query_accuracy": accuracy})
+    return similarity
+
+
+def stage2_centers(job: _Job, similarity: np.ndarray | None) -> tuple[np.ndarray, dict, str]:
+    """Stage 2: the hash centers (reused when fingerprinted), the same on every rank; their report and
+    fingerprint."""
+    from shc.centers import center_report, kernels_compiled, make_centers
+
+    cfg, dist, classes = job.cfg, job.dist, job.dataset.num_classes
+    fp2 = fingerprint(stage=2, method=cfg.centers, bits=cfg.bits, classes=classes, seed=cfg.seed,
                       similarity=None if similarity is None else array_digest(similarity),
                       hyper=_center_hyper(cfg.centers))  # a changed optimiser setting recomputes the centers
-    centers = load_array_artifact(out / "centers.npy", fp2) if dist.is_main else None
+    centers = load_array_artifact(job.out / "centers.npy", fp2) if dist.is_main else None
     if dist.is_main and centers is None:
-        centers = np.asarray(make_centers(cfg.centers, dataset.num_classes, cfg.bits,
-                                          similarity=similarity, seed=cfg.seed), dtype=np.int8)
-        save_array_artifact(out / "centers.npy", centers, fp2)
+        if cfg.centers != "csq" and not kernels_compiled():
+            job.log("stage 2: compiling center kernels, once per install (~15 s)")
+        centers = np.asarray(make_centers(cfg.centers, classes, cfg.bits, similarity=similarity, seed=cfg.seed),
+                             dtype=np.int8)
+        save_array_artifact(job.out / "centers.npy", centers, fp2)
     centers = dist.from_main(centers)  # every rank trains towards the very same centers
     report = center_report(centers, similarity=similarity) if dist.is_main else {}
-    seconds["stage2"] = time.perf_counter() - t0
-    log(f"stage 2: {cfg.centers} centers {centers.shape[0]}×{centers.shape[1]}, "
-        f"min distance {report.get('min_distance', '?')}")
+    job.log(f"stage 2: {cfg.centers} centers {centers.shape[0]}×{centers.shape[1]}, "
+            f"min distance {report.get('min_distance', '?')}")
+    return centers, report, fp2
 
-    # ---- stage 3: hashing network
-    t0 = time.perf_counter()
-    fp3 = fingerprint(stage=3, data=data_id, model=model_id, epochs=cfg.epochs, centers=array_digest(centers),
-                      lambd=cfg.lambd, multilabel=cfg.multilabel_centers, test_map=cfg.test_map,
-                      topk=cfg.topk)
-    hashnet = build(HashNet, cfg.bits)
-    ckpt = ckpt_dir / "hashnet.pt"
-    evaluator = _Evaluator(hashnet, dataset, cfg, device, dist)
-    history = _train_or_reuse(
-        hashnet, ckpt, fp3, dist, cfg.resume, log, "stage 3: reusing trained hashing network",
+
+def stage3_hashing(job: _Job, centers: np.ndarray) -> tuple[Evaluator, list, int, str]:
+    """Stage 3: the hashing network trained towards the centers (checkpoints/hashnet.pt; reused or resumed),
+    evaluated every test_map epochs. Returns its evaluator (which holds the model), the training history,
+    how many of its epochs were trained before this call, and the stage's fingerprint."""
+    from shc.models import HashNet
+    from shc.train import stage3
+
+    cfg, dist, dataset = job.cfg, job.dist, job.dataset
+    fp3 = fingerprint(stage=3, data=job.data_id, model=job.model_id, epochs=cfg.epochs, centers=array_digest(centers),
+                      lambd=cfg.lambd, multilabel=cfg.multilabel_centers, test_map=cfg.test_map, topk=cfg.topk)
+    hashnet = job.build(HashNet, cfg.bits)
+    ckpt = job.out / "checkpoints" / "hashnet.pt"
+    evaluator = Evaluator(hashnet, dataset, cfg, job.device, dist)
+    history, done_before = _train_or_reuse(
+        hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3: reusing trained hashing network",
         lambda resume_state: stage3.train_hashnet(
-            hashnet, dataset, torch.from_numpy(centers), loop_options(cfg.epochs), lambd=cfg.lambd,
+            hashnet, dataset, torch.from_numpy(centers), job.loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
-            resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=callback))
+            resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
     if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
         from shc.inference import save_model_config
-        save_model_config(out, dataset, cfg, fp3)
-    seconds["stage3"] = time.perf_counter() - t0
-    seconds["stage3_eval"] = sum(r.get("eval_seconds", 0.0) for r in history)  # included in stage3
+        save_model_config(job.out, dataset, cfg, fp3)
+    return evaluator, history, done_before, fp3
 
-    # ---- final model: codes, metrics, plots
-    t0 = time.perf_counter()
-    (query_codes, db_codes), final = evaluator.final()
-    seconds["eval"] = time.perf_counter() - t0
-    seconds["total"] = sum(v for k, v in seconds.items() if k != "stage3_eval")
-    if not dist.is_main:
-        return {}
-    metrics = {
-        "dataset": dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
-        "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs,
-        "classify_epochs": cfg.classify_epochs if similarity is not None else 0,
-        "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
-        "best_on_query": best_on_query(history), "retrieval": final["retrieval"],
-        "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
-        "center_report": report, "seconds": seconds, "history": history,
-        "fingerprints": {"stage2": fp2, "stage3": fp3},
-        "config": dataclasses.asdict(cfg),
-    }
-    codes_dir = out / "codes"
-    write_array(codes_dir / "query_codes.npy", query_codes)
-    write_array(codes_dir / "db_codes.npy", db_codes)
-    write_array(codes_dir / "query_labels.npy", dataset.query.labels)
-    write_array(codes_dir / "db_labels.npy", dataset.database.labels)
-    write_json(out / "metrics.json", metrics)
-    from shc.train.plots import plot_history
-    plot_history(metrics["stage1"].get("history", []), history, out / "training.png",
-                 title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
+
+def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
+    """Rank 0: the final model's codes and the labels (shc-eval reproduces "mAP" from them), metrics.json and
+    the two figures."""
     from shc.plots import plot_pr_curves
-    plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in final["pr_curves"].items()},
+    from shc.train.plots import plot_history
+
+    out, dataset, cfg = job.out, job.dataset, job.cfg
+    query_codes, db_codes = codes
+    write_array(out / "codes" / "query_codes.npy", query_codes)
+    write_array(out / "codes" / "db_codes.npy", db_codes)
+    write_array(out / "codes" / "query_labels.npy", dataset.query.labels)
+    write_array(out / "codes" / "db_labels.npy", dataset.database.labels)
+    write_json(out / "metrics.json", metrics)
+    plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
+                 title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
+    plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in pr_curves.items()},
                    out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
-    log(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
-        f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
-    return metrics
-
-
-class _Evaluator:
-    """Encodes query/database with the current model every ``test_map`` epochs and at the end; the final
-    evaluation reuses the last epoch's codes when that epoch was just evaluated.
-
-    Each rank encodes its shard of both splits. Index ties need the whole ranking, so the database codes are
-    gathered to rank 0 (which also saves them); the tie-aware metrics come from the per-query Hamming
-    histograms of each rank's database shard, summed across ranks (``evaluate_sharded``) — the path that
-    scales to a database no single process holds. One process is the same code with one shard.
-    """
-
-    def __init__(self, model, dataset, cfg: TrainConfig, device, dist: Dist):
-        self.model, self.dataset, self.cfg, self.device, self.dist = model, dataset, cfg, device, dist
-        self.last = None  # (epoch, codes, result)
-
-    def run(self, epoch):
-        from shc.train.stage3 import encode_shard
-        query, database, dist = self.dataset.query, self.dataset.database, self.dist
-        dist.sync_buffers(self.model)  # every shard encoded by the model rank 0 checkpoints
-        kw = dict(batch_size=self.cfg.eval_batch_size, device=self.device, dist=dist, progress=self.cfg.progress)
-        query_codes = dist.gather_rows(*encode_shard(self.model, query, desc="encode query", **kw), len(query))
-        db_shard, db_index = encode_shard(self.model, database, desc="encode database", **kw)
-        expected = evaluate_sharded(query_codes, db_shard, query.labels, database.labels[db_index],
-                                    dist=dist, topk=self.cfg.topk, ties="expected")
-        db_codes = dist.gather_rows_on_main(db_shard, db_index, len(database))
-        result = evaluate_codes(query_codes, db_codes, query.labels, database.labels, topk=self.cfg.topk,
-                                expected=expected) if dist.is_main else {}
-        self.last = (epoch, (query_codes, db_codes), result)
-        return (query_codes, db_codes), result
-
-    def maybe(self, epoch: int) -> dict:
-        if epoch % self.cfg.test_map and epoch != self.cfg.epochs:
-            return {}
-        _, result = self.run(epoch)
-        return {"mAP": result.get("mAP"), "mAP_expected": result.get("mAP_expected")}
-
-    def final(self):
-        if self.last is not None and self.last[0] == self.cfg.epochs:
-            return self.last[1], self.last[2]
-        return self.run(self.cfg.epochs)
-
-
-def evaluate_codes(query_codes, db_codes, query_labels, db_labels, *, topk, expected=None) -> dict:
-    """mAP at each cut-off with index tie-breaking (what shc-eval reports) and tie-aware ("expected"),
-    plus the index report's precision/recall at k and PR curves. ``expected``: the tie-aware Report when
-    it was computed already (sharded)."""
-    from shc.metrics import evaluate
-    report = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="index")
-    if expected is None:
-        expected = evaluate(query_codes, db_codes, query_labels, db_labels, topk=topk, ties="expected")
-    full = report.to_dict()
-    return {"mAP": full["mAP"], "mAP_expected": expected.to_dict()["mAP"], "pr_curves": report.pr_curves(),
-            "retrieval": {k: full[k] for k in ("precision_at_k", "recall_at_k", "precision_at_radius",
-                                               "recall_at_radius", "radius", "pr_curve_radius", "pr_curve_rank")}}
-
-
-def best_on_query(history: list[dict]) -> dict:
-    """For each metric separately, the best value over evaluated epochs on the query set (the paper's
-    model selection; no held-out split, so labelled as such) with the epoch it came from."""
-    best: dict = {}
-    for record in history:
-        for family in ("mAP", "mAP_expected"):
-            for k, v in (record.get(family) or {}).items():
-                slot = best.setdefault(family, {})
-                if k not in slot or v > slot[k]["value"]:
-                    slot[k] = {"value": v, "epoch": record["epoch"]}
-    return best
 
 
 def _main_checkpoint(dist: Dist, path, fp: str):
@@ -427,15 +430,18 @@ def _center_hyper(method: str) -> dict:
     return {"mds": MDS_DEFAULTS, "shc": {**MDS_DEFAULTS, **SHC_DEFAULTS}}.get(method, {})
 
 
-def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str, train) -> list:
+def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str,
+                    train) -> tuple[list, int]:
     """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
-    ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history."""
+    ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history and
+    how many of its epochs were trained before this call (all of them when reused)."""
     state, complete = _main_checkpoint(dist, ckpt, fp)
     if complete:
         model.load_state_dict(state["model"])
         log(f"{reuse_message} {ckpt}")
-        return state["history"]
-    return train(_resumable(state, resume, ckpt, log))
+        return state["history"], len(state["history"])
+    resume_state = _resumable(state, resume, ckpt, log)
+    return train(resume_state), (int(resume_state["epoch"]) if resume_state else 0)
 
 
 def _resumable(state, resume: bool, ckpt, log):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from shc.similarity import accumulate_similarity, finalize_similarity
 from shc.train.dist import Dist
 from shc.train.loop import LoopOptions, forward, train_epochs
+from shc.train.progress import show_progress
 
 
 def classification_loss(multi_label: bool):
@@ -32,8 +32,8 @@ def similarity_from_classifier(model, split, *, batch_size: int, device, dist: D
     s_raw = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     batches = split.batches(batch_size, train=False, device=device, rank=dist.rank, world_size=dist.world_size)
     total = split.num_batches(batch_size, rank=dist.rank, world_size=dist.world_size)
-    for images, labels, _ in tqdm(batches, total=total, desc="similarity", leave=False,
-                                  disable=not (progress and dist.is_main)):
+    for images, labels, _ in show_progress(batches, total=total, desc="similarity",
+                                           enabled=progress and dist.is_main):
         accumulate_similarity(s_raw, forward(model, images), labels, mask=mask, multilabel=multilabel)
     if dist.active:
         torch.distributed.all_reduce(s_raw)

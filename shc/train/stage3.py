@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from shc.losses import center_loss
 from shc.train.dist import Dist
 from shc.train.loop import LoopOptions, forward, train_epochs
+from shc.train.progress import show_progress
 
 MULTILABEL_CENTER_RULES = ("csq", "first")
 
@@ -65,8 +65,7 @@ def encode_shard(model, split, *, batch_size: int, device, dist: Dist = Dist(), 
     rows, idx = [], []
     batches = split.batches(batch_size, train=False, device=device, rank=dist.rank, world_size=dist.world_size)
     total = split.num_batches(batch_size, rank=dist.rank, world_size=dist.world_size)
-    for images, _, indices in tqdm(batches, total=total, desc=desc, leave=False, unit="batch",
-                                   disable=not (progress and dist.is_main)):
+    for images, _, indices in show_progress(batches, total=total, desc=desc, enabled=progress and dist.is_main):
         rows.append(sign_codes(forward(model, images)).cpu())
         idx.append(indices.cpu())
     bits = model.head.out_features

@@ -33,6 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
+from shc.kernels.contracts import check_center_loss_inputs
+
 # GPU: ~4k elements per program, big enough to amortise the launch, small enough to keep many SMs busy.
 # The interpreter pays per program, not per element: few big programs.
 _ELEMENTS_PER_PROGRAM = 32768 if os.environ.get("TRITON_INTERPRET", "0") == "1" else 4096
@@ -145,8 +147,6 @@ def fused_center_loss(u: torch.Tensor, centers: torch.Tensor, labels: torch.Tens
     kernel gathers rows itself. labels None: centers is the B×q ±1 target matrix. Returns a 0-d fp32 tensor.
     No gradient flows into centers (use shc.losses.center_loss, which falls back to the reference then).
     """
-    from shc.losses import check_center_loss_inputs
-
     check_center_loss_inputs(u, centers, labels)
     return apply_fused_center_loss(u, centers, labels, lambd)
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by tests/ and bench/."""
 import pytest
 
 

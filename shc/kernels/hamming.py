@@ -17,7 +17,6 @@ time through a constexpr.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import torch
@@ -314,67 +313,3 @@ def index_entries(query_words, db_words, bits, q_rel, db_rel, n, k) -> torch.Ten
     """
     idx, dist = _select_in_index_order(query_words, db_words, bits, min(k, db_words.shape[0]), n, None, None)
     return (dist << 1) | relevance_of(q_rel, db_rel, idx).to(torch.int32)
-
-
-def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
-                  db_labels: torch.Tensor, topk=(100, 1000, "all"), ties: str = "index", radius: int = 2,
-                  pr_ranks=None, query_chunk: int | None = None, profile: dict | None = None):
-    """shc.evaluate for device tensors. The histograms (and, for `index` ties, the top-k entries in index
-    order) come from the kernels; every metric is reduced by the engine (shc.metrics.report_from_buckets),
-    so the Report equals shc.evaluate's on the same codes exactly.
-
-    `index` ties need the in-bucket order up to the largest rank evaluated (N when topk holds "all" or the
-    PR-by-rank grid reaches N): the entries of those items travel to the engine's own index walk, in query
-    chunks of ~64 MB. Pass finite topk and pr_ranks (or ties="expected") to keep that transfer small.
-    profile: a dict to receive the seconds of each stage (synchronising the device after each; for tuning).
-    """
-    from shc import _engine, metrics
-
-    start = last = time.perf_counter()
-
-    def stage_done(name):
-        nonlocal last
-        if profile is not None:
-            if query_codes.is_cuda:
-                torch.cuda.synchronize(query_codes.device)
-            now = time.perf_counter()
-            profile[name] = profile.get(name, 0.0) + now - last
-            last = now
-    q_bits, db_bits = code_bits(query_codes), code_bits(db_codes)
-    bits = q_bits.shape[1]
-    if db_bits.shape[1] != bits:
-        raise ValueError(f"query codes have {bits} bits, database codes {db_bits.shape[1]}")
-    if query_labels.shape[0] != q_bits.shape[0] or db_labels.shape[0] != db_bits.shape[0]:
-        raise ValueError("label and code counts differ")
-    if query_labels.dim() != db_labels.dim():
-        raise ValueError("query and database labels must both be class ids or both label rows")
-    qw, dbw = pack_bits(q_bits), pack_bits(db_bits)
-    q_rel, db_rel = label_relevance(query_labels), label_relevance(db_labels)
-    N = dbw.shape[0]
-    stage_done("pack")
-    n, r = bucket_histograms(qw, dbw, bits, q_rel, db_rel)
-    stage_done("histograms")
-    n_host, r_host = n.cpu().numpy(), r.cpu().numpy()
-    stage_done("histograms_to_host")
-    index = {}
-    if ties == "index":
-        if not hasattr(_engine, "index_walk"):
-            raise NotImplementedError("ties='index' on CUDA tensors needs shc._engine.index_walk; "
-                                      "use ties='expected' or CPU arrays")
-        ap_ranks, hit_ranks = metrics.rank_plan(N, topk, pr_ranks)
-        k = int(max(ap_ranks.max(), hit_ranks.max()))
-        chunk = query_chunk or max(1, (1 << 25) // k)
-        parts = []
-        for s in range(0, qw.shape[0], chunk):
-            part = index_entries(qw[s:s + chunk], dbw, bits, q_rel[s:s + chunk], db_rel, n[s:s + chunk], k)
-            stage_done("index_select")
-            parts.append(part.to(torch.int16).cpu().numpy().view(np.uint16))
-            stage_done("index_to_host")
-        entries = np.concatenate(parts)
-        index["index_ap"], index["index_hits"] = _engine.index_walk(entries, n_host, r_host, bits, N, ap_ranks,
-                                                                    hit_ranks)
-        stage_done("index_walk")
-    report = metrics.report_from_buckets(n_host, r_host, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks,
-                                         seconds=time.perf_counter() - start, **index)
-    stage_done("report")
-    return report
