@@ -1,4 +1,4 @@
-"""Build the compiled Hamming engine (csrc/ -> shc._engine).
+"""Build the compiled Hamming engine (csrc/ -> shc._engine) and map kernels/ -> shc.kernels.
 
 The engine is one extension; per-ISA popcount paths are compiled with function-level
 target attributes and chosen at run time (see csrc/), so one build is fast on
@@ -32,7 +32,8 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=find_packages(include=["shc", "shc.*"]),
+    packages=find_packages(include=["shc", "shc.*"]) + ["shc.kernels"],
+    package_dir={"shc": "shc", "shc.kernels": "kernels"},
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
 )

@@ -25,7 +25,7 @@ fi
 python -m pip install -q --no-build-isolation -e ".[train,dev,export]"
 # bytecode now, as a wheel install would: the source tree is imported in place, and where the environment sets
 # PYTHONDONTWRITEBYTECODE every shc-eval start would otherwise recompile the package (~20 ms)
-python -m compileall -q shc >/dev/null
+python -m compileall -q shc kernels >/dev/null
 # the MDS / SHC center kernels (Numba) compile once per install, ~15 s: now, not in the first run's stage 2
 python -c "import shc.centers as c; c.kernels_compiled() or c.compile_kernels()"
 echo "shc set up in $(pwd)/.venv"

@@ -12,12 +12,12 @@ def test_kernels_import_from_an_uninstalled_checkout(tmp_path):
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import shc.kernels; print(shc.kernels.__file__)"
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(ROOT / "shc" / "kernels" / "__init__.py")
+    assert out.stdout.strip() == str(ROOT / "kernels" / "__init__.py")
 
 
 def test_kernels_never_import_their_dispatchers():
     """shc.metrics and shc.losses import the kernels, not the reverse (no deferred circular imports)."""
-    for path in (ROOT / "shc" / "kernels").glob("*.py"):
+    for path in (ROOT / "kernels").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
