@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
+
+from shc.progress import show_progress
 
 CONFIG_FILE = Path("checkpoints") / "hashnet.json"
 WEIGHTS_FILE = Path("checkpoints") / "hashnet.pt"
@@ -211,8 +212,8 @@ class Encoder:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         total = -(-len(items) // batch_size)
         rows = [sign_codes(self.forward(x)).cpu()
-                for x in tqdm(self._batches(items, batch_size, workers), total=total, desc=desc, unit="batch",
-                              leave=False, disable=not progress)]
+                for x in show_progress(self._batches(items, batch_size, workers), total=total, desc=desc,
+                                       enabled=progress)]
         return torch.cat(rows).numpy() if rows else np.empty((0, self.bits), np.int8)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 from shc.cli.train import main
 from shc.train import run_pipeline
 from shc.train.artifacts import write_json
-from shc.train.progress import show_progress
+from shc.progress import show_progress
 from test_train_pipeline import Recorder, tiny
 
 

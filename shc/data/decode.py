@@ -95,9 +95,8 @@ def unreadable_images(paths: list[str], resize_size: int, workers: int | None = 
     """``{path: why}`` for each image :func:`decode_resized` cannot read: one decode pass in ``workers`` threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
-
     from shc.data.image_cache import default_workers
+    from shc.progress import show_progress
 
     def why(path):
         try:
@@ -106,6 +105,6 @@ def unreadable_images(paths: list[str], resize_size: int, workers: int | None = 
             return str(e)
         return None
     with ThreadPoolExecutor(workers or default_workers()) as pool:
-        reasons = list(tqdm(pool.map(why, paths), total=len(paths), desc="checking images", unit="img",
-                            disable=not progress, leave=False))
+        reasons = list(show_progress(pool.map(why, paths), total=len(paths), desc="checking images", unit="img",
+                                     enabled=progress))
     return {p: r for p, r in zip(paths, reasons) if r is not None}

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from shc.data.base import ImageReadError
 from shc.data.decode import decode_resized, image_size, resized_shape
+from shc.progress import show_progress
 
 CACHE_ENV = "SHC_CACHE_DIR"
 STORE_FORMAT = 1        # bump when the layout or the pixels' meaning changes: old stores are then not found
@@ -207,9 +207,9 @@ def _plan(partial: Path, paths: list[str], resize_size: int, workers: int, progr
         except ImageReadError:
             return (0, 0)  # decoding reports why, below
     with ThreadPoolExecutor(workers) as pool:
-        shapes = np.array(list(tqdm(pool.map(shape, paths, chunksize=CHUNK), total=len(paths),
-                                    desc="image cache: reading headers", unit="img", disable=not progress,
-                                    leave=False)), np.int64).reshape(-1, 2)
+        shapes = np.array(list(show_progress(pool.map(shape, paths, chunksize=CHUNK), total=len(paths),
+                                             desc="image cache: reading headers", unit="img", enabled=progress)),
+                          np.int64).reshape(-1, 2)
     sizes = shapes[:, 0] * shapes[:, 1] * 3
     index = np.column_stack([np.cumsum(sizes) - sizes, shapes]).astype(np.int64)
     total = int(sizes.sum())
@@ -252,14 +252,12 @@ def _decode_into(partial: Path, paths, resize_size: int, index: np.ndarray, done
                 failed[r] = str(e)
         return chunk, failed
 
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="image cache: decoding", unit="img",
-               disable=not progress, smoothing=0.05)
-    with bar, ThreadPoolExecutor(workers) as pool:
-        for chunk, failed in pool.map(decode_chunk, chunks):
+    with ThreadPoolExecutor(workers) as pool:
+        for chunk, failed in show_progress(pool.map(decode_chunk, chunks), total=len(chunks), enabled=progress,
+                                           desc=f"image cache: decoding {len(todo):,} images", unit="chunk"):
             errors.update({str(r): why for r, why in failed.items()})
             ok = np.setdiff1d(chunk, list(failed), assume_unique=True)
             done[ok] = True  # failures stay not-done: a resumed build retries them (and learns why again)
-            bar.update(len(chunk))
     if pixels is not None:
         pixels.flush()
     done.flush()

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from shc.train.artifacts import load_checkpoint, save_checkpoint
 from shc.train.dist import Dist
-from shc.train.progress import show_progress
+from shc.progress import show_progress
 
 
 @dataclass

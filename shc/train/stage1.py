@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from shc.similarity import accumulate_similarity, finalize_similarity
 from shc.train.dist import Dist
 from shc.train.loop import LoopOptions, forward, train_epochs
-from shc.train.progress import show_progress
+from shc.progress import show_progress
 
 
 def classification_loss(multi_label: bool):

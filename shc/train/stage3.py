@@ -7,7 +7,7 @@ import torch
 from shc.losses import center_loss
 from shc.train.dist import Dist
 from shc.train.loop import LoopOptions, forward, train_epochs
-from shc.train.progress import show_progress
+from shc.progress import show_progress
 
 MULTILABEL_CENTER_RULES = ("csq", "first")
 
