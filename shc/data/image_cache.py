@@ -16,6 +16,7 @@ ranks, two runs) wait for one.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -124,9 +125,7 @@ def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
 
 
 def store_key(paths: list[str], resize_size: int) -> str:
-    """What a store's pixels depend on: each file's identity, the resize and the format."""
-    from shc.train.artifacts import fingerprint
-
+    """What a store's pixels depend on: each file's identity, the resize and the format (a sha256)."""
     entries = []
     for p in paths:
         try:
@@ -134,7 +133,8 @@ def store_key(paths: list[str], resize_size: int) -> str:
             entries.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
         except OSError:
             entries.append((os.path.abspath(p), None, None))  # missing now: a later, present file gets another key
-    return fingerprint(kind="image-store", format=STORE_FORMAT, resize_size=resize_size, entries=entries)
+    blob = json.dumps({"format": STORE_FORMAT, "resize_size": int(resize_size), "entries": entries})
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def open_or_build(paths: list[str], resize_size: int, cache_dir: str | os.PathLike | None = None, *,
