@@ -64,6 +64,8 @@ def resize_shorter(pixels: np.ndarray, resize_size: int, shape: tuple[int, int] 
     shape = resized_shape(height, width, resize_size) if shape is None else tuple(shape)
     if shape == (height, width):
         return pixels
+    if not pixels.flags.writeable:  # PIL's arrays: torch wants a buffer it may write (it will not, here)
+        pixels = pixels.copy()
     # (1, 3, h, w) as a channels-last view of the HWC pixels: torch's vectorised uint8 resize path, no copies
     nchw = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
     resized = torch.nn.functional.interpolate(nchw, size=shape, mode="bilinear", antialias=True, align_corners=False)
