@@ -27,6 +27,13 @@ def resized_shape(height: int, width: int, resize_size: int) -> tuple[int, int]:
     return (new_long, resize_size) if width <= height else (resize_size, new_long)
 
 
+def crop_window(image: np.ndarray, top: int, left: int, size: int, flip: bool) -> np.ndarray:
+    """The ``size`` x ``size`` window of ``(H, W, C)`` pixels at ``(top, left)``, mirrored left-right if ``flip``
+    (a view: a flip only reads the window backwards)."""
+    window = image[top:top + size, left:left + size]
+    return window[:, ::-1] if flip else window
+
+
 def image_size(path: str) -> tuple[int, int]:
     """``(height, width)`` from the file's header, without decoding the pixels."""
     try:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from shc.data.base import DataRootError, ImageReadError, Split
-from shc.data.decode import decode_resized
+from shc.data.decode import crop_window, decode_resized
 from shc.data.image_cache import ImageStore, default_workers
 from shc.data.memory import normalize
 from shc.data.sampling import batch_slices, crop_flip_params, sample_bits
@@ -162,7 +162,7 @@ def crop_windows(heights, widths, crop_size: int, bits: np.ndarray | None):
 def centre_crop(pixels: np.ndarray, crop_size: int) -> np.ndarray:
     """The evaluation window of uint8 ``(H, W, C)`` pixels (what :class:`FileSplit` feeds the model)."""
     tops, lefts, _ = crop_windows([pixels.shape[0]], [pixels.shape[1]], crop_size, None)
-    return pixels[int(tops[0]):int(tops[0]) + crop_size, int(lefts[0]):int(lefts[0]) + crop_size]
+    return crop_window(pixels, int(tops[0]), int(lefts[0]), crop_size, False)
 
 
 class _Unreadable:
@@ -194,9 +194,7 @@ class _DecodedCrops(torch.utils.data.Dataset):
             return _Unreadable(str(e))
         tops, lefts, flips = crop_windows([image.shape[0]], [image.shape[1]], self.crop_size,
                                           None if bits is None else np.array([bits], np.uint64))
-        top, left, size = int(tops[0]), int(lefts[0]), self.crop_size
-        window = image[top:top + size, left:left + size]
-        return np.ascontiguousarray(window[:, ::-1] if flips[0] else window)
+        return np.ascontiguousarray(crop_window(image, int(tops[0]), int(lefts[0]), self.crop_size, flips[0]))
 
 
 class _PassItems(torch.utils.data.Sampler):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shc.data.base import ImageReadError
-from shc.data.decode import decode_resized, image_size, resized_shape
+from shc.data.decode import crop_window, decode_resized, image_size, resized_shape
 from shc.progress import show_progress
 
 CACHE_ENV = "SHC_CACHE_DIR"
@@ -99,8 +99,7 @@ class ImageStore:
         out = np.empty((len(records), size, size, 3), np.uint8) if out is None else out
         for b, (r, top, left, flip) in enumerate(zip(records.tolist(), tops.tolist(), lefts.tolist(),
                                                      flips.tolist())):
-            window = self.image(r)[top:top + size, left:left + size]
-            out[b] = window[:, ::-1] if flip else window
+            out[b] = crop_window(self.image(r), top, left, size, flip)
         return out
 
 
