@@ -1,4 +1,4 @@
-"""Progress of long loops (training, encoding, the image cache): tqdm's bars on a terminal, a few plain lines anywhere else.
+"""Progress of long loops (training, encoding, the image cache): tqdm's bars on a terminal, plain lines elsewhere.
 
 Written to a log file or a pipe, a bar's every redraw would be one more line of carriage returns and escape
 codes (~1,500 for a default run); there a loop prints at most one plain line per ``PLAIN_EVERY_S`` seconds, so

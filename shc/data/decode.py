@@ -4,8 +4,8 @@ JPEGs go through libjpeg-turbo by simplejpeg, which also decodes large images at
 the DCT domain while both sides stay >= the target (a 4000x3000 photo: ~26 ms instead of ~140; measured
 faster than PIL's and torchvision's decoders, which are deprecated for decoding since 0.29). Other formats,
 and JPEGs libjpeg-turbo rejects, are read by PIL. Every image is then resized by one function, torch's
-antialiased bilinear resize on uint8 (torchvision's ``Resize``) (within 0.01 grey levels of PIL's bilinear on average), so the cached
-and uncached paths give the same pixels.
+antialiased bilinear resize on uint8 (torchvision's ``Resize``; within 0.01 grey levels of PIL's bilinear on
+average), so the cached and uncached paths give the same pixels.
 """
 from __future__ import annotations
 
