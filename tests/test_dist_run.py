@@ -182,3 +182,19 @@ def test_stuck_worker_times_out_under_torchrun(tmp_path):
     line = next(line for line in proc.stderr.splitlines() if line.startswith("shc-train: error: [rank 0]"))
     assert "Timed out" in line and "--dist-timeout 5 s" in line
     assert seconds < DEADLINE_S
+
+
+def test_two_process_run_on_image_files_shares_one_cache_build(tmp_path):
+    """Both ranks load a file dataset: one builds the decoded-image cache, the other waits for it and reads it."""
+    from shc.data.testing import make_coco_like
+
+    root = make_coco_like(str(tmp_path / "coco"), (16, 6, 24), size=(64, 48))
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc, _ = shc_train("--nproc", "2", "--dataset", "coco", "--data-root", root, "--bits", "16", "--backbone",
+                        "compact", "--centers", "csq", "--data-option", "resize_size=40", "--data-option",
+                        "crop_size=32", "--epoch", "1", "--test_map", "1", "--batch-size", "8", "--no-progress",
+                        "--image-cache", str(cache), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stores = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(stores) == 1 and not stores[0].name.endswith(".partial")
+    assert np.load(out / "codes" / "db_codes.npy").shape == (24, 16)

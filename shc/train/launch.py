@@ -71,6 +71,9 @@ def process_group(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S):
     yield dist, device
     # not in a finally: after a failed collective, leaving the group can block on the lost peers
     if created:
+        # every rank done before any leaves: a rank tearing gloo down while a peer still writes its outputs
+        # was seen to abort ("terminate called without an active exception") under load
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
