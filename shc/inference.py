@@ -109,7 +109,7 @@ class Preprocessing:
         if isinstance(image, (str, os.PathLike)):  # the pipeline's decoder: the same pixels as its batches
             rgb = decode_resized(os.fspath(image), self.resize_size)
         else:
-            rgb = resize_shorter(np.asarray(_as_pil(image, name).convert("RGB")), self.resize_size)
+            rgb = resize_shorter(np.array(_as_pil(image, name).convert("RGB")), self.resize_size)
         x = torch.from_numpy(np.ascontiguousarray(centre_crop(rgb, self.crop_size))).permute(2, 0, 1)
         if self.channels == 1:
             if not (torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])):

@@ -71,7 +71,7 @@ def resize_shorter(pixels: np.ndarray, resize_size: int, shape: tuple[int, int] 
     shape = resized_shape(height, width, resize_size) if shape is None else tuple(shape)
     if shape == (height, width):
         return pixels
-    if not pixels.flags.writeable:  # PIL's arrays: torch wants a buffer it may write (it will not, here)
+    if not pixels.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants a buffer it may write
         pixels = pixels.copy()
     # (1, 3, h, w) as a channels-last view of the HWC pixels: torch's vectorised uint8 resize path, no copies
     nchw = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
@@ -96,7 +96,7 @@ def _decode(data: bytes, resize_size: int) -> np.ndarray:
         except ValueError:
             pass  # CMYK, arithmetic-coded or slightly damaged files: PIL reads what it can
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))  # convert() forces the full decode
+        return np.array(img.convert("RGB"))  # convert() forces the full decode; a writable copy
 
 
 def unreadable_images(paths: list[str], resize_size: int, workers: int | None = None,
