@@ -10,7 +10,13 @@ Sections (each recorded even when another fails):
   training     one synthetic epoch of stage 3 (ResNet-34, 224 px) as shc-train runs it (bf16 + channels_last +
                fused loss; eager, then --compile reduce-overhead and default) vs a
                public-code-style loop (fp32, BCELoss on (tanh+1)/2); images/s and the loss's share of a step
+  image_decode COCO-shaped JPEGs (640x480, and 2048x1536): nvjpeg batches (decode_resized_batch on CUDA, kept on
+               the device and copied back) vs the CPU threads that build the image cache; pixel agreement
+  file_training stage 3 as shc-train runs it (ResNet-34, batch 64, eager bf16) on a COCO-shaped image-file set
+               through the image cache vs the same loop on in-memory data; the loaders' own rates (cached, off)
 Targets (issue 5): fused loss >= 3x eager; ranking >= 20x the CPU engine; loss < 1% of a step; training >= 1.5x.
+Issue 17 asks these two to measure before choosing: nvjpeg is worth wiring in where it beats the CPU threads,
+and file data must keep stage 3 fed (>= 0.9x the in-memory rate).
 """
 from __future__ import annotations
 
@@ -282,11 +288,148 @@ def section_training(out):
     out["loss_fwd_bwd_synchronised_us"] = 1e6 * timed(loss_step, iters=20 if SMOKE else 200)
 
 
+_COCO_SET: dict = {}
+FILE_SET_COUNTS = (128, 16, 128) if SMOKE else (2048, 64, 2048)  # train (drawn from the database), query, database
+
+
+def coco_shaped_set(counts, size=(640, 480)) -> str:
+    """A generated COCO-shaped image-file set (shc.data.testing.make_coco_like), written by one process per core
+    in parts ``partK/`` whose list files are then joined; made once per (counts, size)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+    import tempfile
+
+    from shc.data.testing import make_coco_like
+
+    key = (tuple(counts), tuple(size))
+    if key in _COCO_SET:
+        return _COCO_SET[key]
+    root = tempfile.mkdtemp(prefix="gpu_check_coco_")
+    parts = max(1, min(os.cpu_count() or 1, 16, counts[2] // 8))
+    share = [[c // parts + (k < c % parts) for c in counts] for k in range(parts)]
+    with ProcessPoolExecutor(parts) as pool:
+        list(pool.map(partial(_make_part, make_coco_like, size=size), [f"{root}/part{k}" for k in range(parts)],
+                      share, range(parts)))
+    for name in ("train.txt", "test.txt", "database.txt"):
+        with open(f"{root}/{name}", "w") as out:
+            for k in range(parts):
+                out.writelines(f"part{k}/{line}" for line in open(f"{root}/part{k}/{name}"))
+    _COCO_SET[key] = root
+    return root
+
+
+def _make_part(make, root, counts, seed, size):
+    make(root, tuple(counts), size=size, seed=seed)
+
+
+def section_image_decode(out):
+    import glob
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shc.data.decode import decode_resized, decode_resized_batch
+    from shc.data.image_cache import default_workers
+
+    sets = {"coco_640x480": FILE_SET_COUNTS,  # the set file_training reads: generated once
+            "large_2048x1536": (8, 0, 16) if SMOKE else (16, 16, 256)}
+    out["cpu_threads_default"], out["cpu_count"] = default_workers(), os.cpu_count()
+    for name, counts in sets.items():
+        size = (640, 480) if name.startswith("coco") else (2048, 1536)
+        t = time.perf_counter()
+        paths = sorted(glob.glob(f"{coco_shaped_set(counts, size)}/part*/train2014/*.jpg"))
+        row = out[name] = {"images": len(paths), "generate_s": time.perf_counter() - t}
+        for threads in sorted({default_workers(), os.cpu_count() or 1}):  # shc's default; every core
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda p: decode_resized(p, 256), paths[:threads]))  # warm the pool
+                t = time.perf_counter()
+                list(pool.map(lambda p: decode_resized(p, 256), paths))
+                row[f"cpu_{threads}_threads_img_s"] = len(paths) / (time.perf_counter() - t)
+        if DEVICE != "cuda":
+            continue
+        for batch in (64, 256):
+            decode_resized_batch(paths[:batch], 256, device="cuda")  # nvjpeg's handles and buffers
+            for copy_back in (False, True):  # kept on the device (training input) / copied back (cache build)
+                sync()
+                t = time.perf_counter()
+                for s in range(0, len(paths), batch):
+                    images = decode_resized_batch(paths[s:s + batch], 256, device="cuda")
+                    if copy_back:
+                        images = [image.cpu() for image in images]
+                sync()
+                where = "to_host" if copy_back else "on_device"
+                row[f"nvjpeg_batch{batch}_{where}_img_s"] = len(paths) / (time.perf_counter() - t)
+        diffs = [np.abs(image.cpu().numpy().astype(np.float64) - decode_resized(path, 256)).mean()
+                 for path, image in zip(paths[:32], decode_resized_batch(paths[:32], 256, device="cuda"))]
+        row["nvjpeg_mean_abs_diff_vs_cpu_max"] = float(max(diffs))
+        best_cpu = max(v for k, v in row.items() if k.startswith("cpu_"))
+        best_gpu = max(v for k, v in row.items() if k.startswith("nvjpeg_") and k.endswith("_img_s"))
+        row["nvjpeg_vs_best_cpu"] = best_gpu / best_cpu
+
+
+def section_file_training(out):
+    import shutil
+    import tempfile
+
+    from shc.data import load_dataset
+    from shc.models import HashNet, create_backbone
+    from shc.train.loop import LoopOptions, prepare_model
+    from shc.train.stage3 import train_hashnet
+
+    n_train, bits, batch = FILE_SET_COUNTS[0], 64, 32 if SMOKE else 64
+    epochs = 2 if SMOKE else 3
+    root = coco_shaped_set(FILE_SET_COUNTS)
+    cache = tempfile.mkdtemp(prefix="gpu_check_cache_")
+    t = time.perf_counter()
+    cached = load_dataset("coco", root, image_cache=cache, progress=False)
+    out["cache_build_s"] = time.perf_counter() - t
+    out["cache_build_img_s"] = (n_train + FILE_SET_COUNTS[1]) / out["cache_build_s"]
+    uncached = load_dataset("coco", root, image_cache="off", progress=False)
+    out.update(images=n_train, batch=batch, epochs=epochs, workers=cached.train.workers)
+
+    def loader_img_s(split):  # batches on the device, no model: the loader's ceiling (best epoch of two)
+        rates = []
+        for epoch in range(2):
+            sync()
+            t = time.perf_counter()
+            n = sum(len(labels) for _, labels, _ in split.batches(batch, train=True, device=DEVICE, epoch=epoch))
+            sync()
+            rates.append(n / (time.perf_counter() - t))
+        return max(rates)
+    out["loader_cached_img_s"] = loader_img_s(cached.train)
+    out["loader_uncached_img_s"] = loader_img_s(uncached.train)
+
+    def stage3_img_s(dataset, tag):
+        torch.manual_seed(0)
+        small = dataset.image_size <= 64
+        model = prepare_model(HashNet(create_backbone("resnet18" if SMOKE else "resnet34",
+                                                      in_channels=dataset.channels, small_input=small), bits),
+                              torch.device(DEVICE))
+        centers = (torch.randint(0, 2, (dataset.num_classes, bits)) * 2 - 1).float()
+        opts = LoopOptions(epochs=epochs, lr=1e-5, batch_size=batch, device=torch.device(DEVICE), progress=False)
+        ckpt = Path(tempfile.mkdtemp(prefix="gpu_check_ckpt_"))
+        history = train_hashnet(model, dataset, centers, opts, lambd=1e-4, name=f"stage3 {tag}",
+                                checkpoint_path=ckpt / "hashnet.pt", fp=tag)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        out[f"stage3_{tag}_epoch_s"] = [round(r["seconds"], 4) for r in history]
+        per_epoch = len(dataset.train) // batch * batch or len(dataset.train)  # drop_last, as shc-train
+        return per_epoch / min(r["seconds"] for r in history[1:])
+
+    out["stage3_files_img_s"] = stage3_img_s(cached, "files")
+    from shc.data.synthetic import synthetic
+    memory = synthetic(num_classes=80, multi_label=True, sizes=(max(1, n_train // 80), 1, 1),
+                       image_size=32 if SMOKE else 224)
+    out["in_memory_images"] = len(memory.train)
+    out["stage3_in_memory_img_s"] = stage3_img_s(memory, "in_memory")
+    out["files_vs_in_memory"] = out["stage3_files_img_s"] / out["stage3_in_memory_img_s"]
+    out["target_files_keep_up_met"] = out["files_vs_in_memory"] >= 0.9
+    shutil.rmtree(cache, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU: Triton interpreter)")
-    ap.add_argument("--only", nargs="*", default=None, help="sections to run (tests center_loss ranking training)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="sections to run (tests center_loss ranking training image_decode file_training)")
     args = ap.parse_args()
     global OUT_DIR
     out_dir = OUT_DIR = Path(args.out_dir)
@@ -301,7 +444,8 @@ def main():
         "smoke": SMOKE, "command": " ".join(sys.argv),
     })
     sections = {"tests": section_tests, "center_loss": section_center_loss, "ranking": section_ranking,
-                "training": section_training}
+                "training": section_training, "image_decode": section_image_decode,
+                "file_training": section_file_training}
     for name, fn in sections.items():
         if args.only is not None and name not in args.only:
             continue

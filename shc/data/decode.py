@@ -73,10 +73,74 @@ def resize_shorter(pixels: np.ndarray, resize_size: int, shape: tuple[int, int] 
         return pixels
     if not pixels.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants a buffer it may write
         pixels = pixels.copy()
+    return resize_pixels(torch.from_numpy(np.ascontiguousarray(pixels)), shape).numpy()
+
+
+def resize_pixels(pixels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` pixels (on any device) resized to ``shape``: antialiased bilinear, contiguous HWC."""
     # (1, 3, h, w) as a channels-last view of the HWC pixels: torch's vectorised uint8 resize path, no copies
-    nchw = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
-    resized = torch.nn.functional.interpolate(nchw, size=shape, mode="bilinear", antialias=True, align_corners=False)
-    return np.ascontiguousarray(resized[0].permute(1, 2, 0).numpy())
+    nchw = pixels.permute(2, 0, 1)[None]
+    if pixels.is_cuda:  # CUDA's antialiased resize takes floats only
+        resized = _resize_float(nchw, shape)
+    else:
+        resized = torch.nn.functional.interpolate(nchw, size=shape, mode="bilinear", antialias=True,
+                                                  align_corners=False)
+    return resized[0].permute(1, 2, 0).contiguous()
+
+
+def _resize_float(nchw: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    resized = torch.nn.functional.interpolate(nchw.float(), size=shape, mode="bilinear", antialias=True,
+                                              align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def decode_resized_batch(paths: list[str], resize_size: int, device="cuda") -> list[torch.Tensor]:
+    """Each image as uint8 ``(H, W, 3)`` on ``device``, its shorter side resized to ``resize_size``.
+
+    The JPEGs are decoded together by ``torchvision.io.decode_jpeg(list, device=device)`` (nvjpeg on CUDA,
+    at full size: it has no DCT-domain downscaling) and resized there; other files, and JPEGs it rejects,
+    go through :func:`decode_resized`. Any failure raises :class:`ImageReadError` naming the file.
+    """
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+    datas = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                datas.append(f.read())
+        except FileNotFoundError:
+            raise ImageReadError(f"image file not found: {path}") from None
+        except OSError as e:
+            raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    jpegs = [i for i, data in enumerate(datas) if data.startswith(JPEG_SIGNATURE)]
+    buffers = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpegs]
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            decoded = decode_jpeg(buffers, mode=ImageReadMode.RGB, device=device) if buffers else []
+        except RuntimeError:  # one bad file fails the whole batch: retry one by one, the rest go by CPU
+            decoded = [_decode_one_jpeg(buffer, device) for buffer in buffers]
+    images: list = [None] * len(paths)
+    for i, chw in zip(jpegs, decoded):
+        if chw is not None:
+            hwc = chw.permute(1, 2, 0)
+            shape = resized_shape(hwc.shape[0], hwc.shape[1], resize_size)
+            images[i] = resize_pixels(hwc, shape) if shape != tuple(hwc.shape[:2]) else hwc.contiguous()
+    for i, image in enumerate(images):
+        if image is None:
+            images[i] = torch.from_numpy(decode_resized(paths[i], resize_size)).to(device)
+    return images
+
+
+def _decode_one_jpeg(buffer: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    from torchvision.io import ImageReadMode, decode_jpeg
+    try:
+        return decode_jpeg(buffer, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None
 
 
 def _decode(data: bytes, resize_size: int) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""Batch decoding (torchvision's decode_jpeg on a list: nvjpeg on CUDA) against the one-image path."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shc.data import ImageReadError
+from shc.data.decode import _resize_float, decode_resized, decode_resized_batch, resize_pixels
+from shc.data.testing import photo_like
+
+IMAGES = {  # name: (height, width, mode, format)
+    "coco.jpg": (480, 640, "RGB", "JPEG"), "portrait.jpg": (500, 333, "RGB", "JPEG"),
+    "grey.jpg": (300, 400, "L", "JPEG"), "drawing.png": (260, 300, "RGB", "PNG"),
+    "small.jpg": (256, 256, "RGB", "JPEG"),  # no resize
+}
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(5)
+    paths = []
+    for name, (h, w, mode, fmt) in IMAGES.items():
+        path = str(tmp_path / name)
+        Image.fromarray(photo_like(rng, h, w)).convert(mode).save(path, format=fmt, quality=90)
+        paths.append(path)
+    return paths
+
+
+def test_batch_on_the_cpu_gives_the_one_image_pixels(images):
+    batch = decode_resized_batch(images, 256, device="cpu")
+    for path, pixels in zip(images, batch):
+        assert pixels.dtype == torch.uint8 and pixels.is_contiguous()
+        np.testing.assert_array_equal(pixels.numpy(), decode_resized(path, 256), err_msg=path)
+
+
+def test_large_jpeg_decoded_at_full_size_stays_close(tmp_path):
+    # the one-image path decodes 2048x1536 at 1/4 scale in the DCT domain; the batch path at full size
+    path = str(tmp_path / "large.jpg")
+    Image.fromarray(photo_like(np.random.default_rng(1), 1536, 2048)).save(path, quality=90)
+    batch, = decode_resized_batch([path], 256, device="cpu")
+    single = decode_resized(path, 256)
+    assert batch.shape == single.shape == (256, 341, 3)
+    assert np.abs(batch.numpy().astype(float) - single).mean() <= 1.5
+
+
+def test_a_bad_file_is_named_and_spoils_nothing_else(images, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))  # a JPEG signature, then noise
+    with pytest.raises(ImageReadError, match="bad.jpg"):
+        decode_resized_batch([*images, str(bad)], 256, device="cpu")
+    with pytest.raises(ImageReadError, match="image file not found: .*gone.jpg"):
+        decode_resized_batch([*images, str(tmp_path / "gone.jpg")], 256, device="cpu")
+
+
+def test_float_resize_is_within_one_grey_level_of_the_uint8_resize():
+    pixels = torch.from_numpy(photo_like(np.random.default_rng(2), 480, 640))
+    for shape in ((256, 341), (100, 133), (700, 933)):
+        uint8 = resize_pixels(pixels, shape)
+        floats = _resize_float(pixels.permute(2, 0, 1)[None], shape)[0].permute(1, 2, 0)
+        diff = (uint8.int() - floats.int()).abs()
+        assert diff.max() <= 1 and diff.float().mean() < 0.25, shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvjpeg)")
+def test_nvjpeg_batch_stays_close_to_the_cpu_pixels(images):
+    batch = decode_resized_batch(images, 256, device="cuda")
+    for path, pixels in zip(images, batch):
+        assert pixels.is_cuda and pixels.dtype == torch.uint8
+        single = decode_resized(path, 256)
+        assert pixels.shape == single.shape
+        assert np.abs(pixels.cpu().numpy().astype(float) - single).mean() <= 1.5, path
