@@ -104,12 +104,12 @@ class Preprocessing:
     def pixels(self, image, name: str = "image") -> torch.Tensor:
         """uint8 (channels, crop, crop) of one image: a path, a PIL image, or uint8 pixels — a numpy
         (H, W[, C]) array or a torch (C, H, W) tensor."""
-        from shc.data.decode import decode_resized, resize_shorter
+        from shc.data.decode import decode_resized, resize_shorter, rgb_pixels
         from shc.data.files import centre_crop
         if isinstance(image, (str, os.PathLike)):  # the pipeline's decoder: the same pixels as its batches
             rgb = decode_resized(os.fspath(image), self.resize_size)
         else:
-            rgb = resize_shorter(np.array(_as_pil(image, name).convert("RGB")), self.resize_size)
+            rgb = resize_shorter(rgb_pixels(_as_pil(image, name)), self.resize_size)
         x = torch.from_numpy(np.ascontiguousarray(centre_crop(rgb, self.crop_size))).permute(2, 0, 1)
         if self.channels == 1:
             if not (torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])):
@@ -207,7 +207,7 @@ class Encoder:
         the run's evaluation batch); ``workers`` decode image files in parallel."""
         from shc.train.stage3 import sign_codes
         items = as_image_list(images)
-        batch_size = batch_size or self.batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         total = -(-len(items) // batch_size)

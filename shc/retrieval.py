@@ -135,11 +135,7 @@ class Database:
         return run_split(self.dataset_config, "database")
 
     def path(self, index: int):
-        if self.paths is not None:
-            return self.paths[index]
-        if self.dataset_config is not None and self.dataset_config.get("image_files"):
-            return self.split.paths[index]
-        return None
+        return self.paths[index] if self.paths is not None else None
 
     def thumbnail_source(self, index: int):
         """A path or a uint8 pixel array of item ``index``, None when the database has neither."""
@@ -150,11 +146,14 @@ class Database:
 
 
 def run_split(dataset_config: dict, which: str):
-    """The run's ``which`` split (query / database), reloaded from the dataset settings in its hashnet.json."""
+    """The run's ``which`` split (query / database), reloaded from the dataset settings in its hashnet.json
+    (image files: only their lists are read, nothing is decoded or cached)."""
     from shc.data import load_dataset
     d = dataset_config
     try:
-        return getattr(load_dataset(d["name"], data_root=d["data_root"], seed=d["seed"], **d["options"]), which)
+        dataset = load_dataset(d["name"], data_root=d["data_root"], seed=d["seed"], image_cache="off",
+                               progress=False, **d["options"])
+        return getattr(dataset, which)
     except (ValueError, TypeError, OSError) as exc:
         raise ValueError(f"cannot reload the run's dataset ({d['name']}) for its {which} images: {exc}") from None
 
@@ -176,8 +175,31 @@ def run_database(run_dir, config: dict) -> Database:
         raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
     class_names = config["dataset"].get("class_names")
     dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
-    return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names),
+    paths = run_database_paths(run_dir, dataset, labels) if dataset["image_files"] else None
+    return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names), paths,
                     dataset_config=dataset)
+
+
+def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> list[str]:
+    """The image paths of the run's database codes: codes/db_paths.json, written with the codes; runs from
+    before it reload the lists, which must still match the saved labels, or results would show other images."""
+    saved = Path(run_dir) / "codes" / "db_paths.json"
+    if saved.is_file():
+        try:
+            paths = json.loads(saved.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{saved}: cannot read ({exc})") from None
+    else:
+        split = run_split(dataset_config, "database")
+        paths = split.paths
+        if len(paths) != len(labels) or not np.array_equal(split.labels, labels):
+            raise ValueError(f"{run_dir}: the dataset's database list is not the one the run encoded "
+                             f"({len(paths)} images listed now, {len(labels)} codes saved; or their labels "
+                             f"differ), so its codes cannot be matched to images: restore the lists it was "
+                             f"trained on, or encode the database with shc-encode and search it with --db")
+    if len(paths) != len(labels):
+        raise ValueError(f"{saved}: {len(paths)} paths for {len(labels)} database codes")
+    return [str(p) for p in paths]
 
 
 def file_database(codes_path, bits: int, fingerprint: str) -> Database:

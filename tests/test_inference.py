@@ -248,3 +248,21 @@ def test_import_shc_stays_free_of_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
     probe = "import shc, sys; assert 'load_run' in dir(shc) and 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+def test_encode_skips_unreadable_images_when_asked(run, tmp_path, capsys):
+    out, paths, _, _ = run
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    argv = ["--run", out, "--images", paths[0], broken, paths[1], "--out", tmp_path / "q.npy", "--no-progress"]
+    code, stdout, err = cli(encode_main, capsys, *argv, "--skip-unreadable")
+    assert code == 0, err
+    assert err.strip() == f"skipped 1 of 3 images that cannot be read (first: cannot read image {broken}: " \
+                          f"not an image file, or a format PIL cannot read)"
+    saved = np.load(out / "codes" / "query_codes.npy")
+    assert np.array_equal(np.load(tmp_path / "q.npy"), saved[:2])
+    assert json.loads((tmp_path / "q.json").read_text())["paths"] == paths[:2]
+    code, _, err = cli(encode_main, capsys, *argv[:3], broken, *argv[6:], "--skip-unreadable")
+    assert code == 2 and "none of the 1 images can be read" in err
+    code, _, err = cli(encode_main, capsys, *argv[:4], *argv[6:], "--batch-size", 0)
+    assert code == 2 and "batch_size must be a positive integer, got 0" in err

@@ -24,6 +24,8 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
     p.add_argument("--workers", type=int, default=None,
                    help="image-decoding processes (default: the cores available, at most 8)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out images that cannot be read (counted on stderr) instead of failing")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -38,9 +40,25 @@ def encode_inputs(args):
     paths, labels = collect_images(args.images)
     labels = [canonical_label(x, encoder.class_names) for x in labels]
     workers = default_workers() if args.workers is None else args.workers
+    if args.skip_unreadable:
+        paths, labels = readable_images(paths, labels, encoder.preprocessing.resize_size, workers, args.progress)
     codes = encoder.encode(paths, batch_size=args.batch_size, workers=min(workers, len(paths) - 1),
                            progress=args.progress, desc=f"encode {len(paths)} images")
     return encoder, paths, labels, codes
+
+
+def readable_images(paths, labels, resize_size: int, workers: int, progress: bool):
+    """(paths, labels) without the images that cannot be read; how many were left out (and the first) on
+    stderr; ValueError when none is left."""
+    from shc.data.decode import unreadable_images
+    bad = unreadable_images(paths, resize_size, workers=max(1, workers), progress=progress)
+    if bad:
+        first = next(iter(bad.values()))
+        print(f"skipped {len(bad)} of {len(paths)} images that cannot be read (first: {first})", file=sys.stderr)
+    if len(bad) == len(paths):
+        raise ValueError(f"none of the {len(paths)} images can be read (first: {first})")
+    kept = [i for i, p in enumerate(paths) if p not in bad]
+    return [paths[i] for i in kept], [labels[i] for i in kept]
 
 
 def run(args) -> None:

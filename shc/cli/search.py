@@ -46,7 +46,8 @@ def summary(results: dict) -> str:
     lines = []
     for q in results["queries"]:
         shown = " ".join(f"{r['index']}:{r['distance']}{'*' if r['relevant'] else ''}" for r in q["results"][:10])
-        label = f" [{q['label']}]" if q["label"] is not None else ""
+        label = q["label"] if not isinstance(q["label"], list) else ", ".join(map(str, q["label"]))
+        label = f" [{label}]" if label is not None else ""
         more = " ..." if len(q["results"]) > 10 else ""
         lines.append(f"{q['image']}{label} -> {shown}{more}")
     return "\n".join(lines)

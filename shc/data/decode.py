@@ -42,7 +42,7 @@ def image_size(path: str) -> tuple[int, int]:
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise ImageReadError(f"cannot read image {path}: {read_error(e)}") from None
     if width < 1 or height < 1:
         raise ImageReadError(f"cannot read image {path}: empty ({width}x{height})")
     return height, width
@@ -61,8 +61,15 @@ def decode_resized(path: str, resize_size: int, shape: tuple[int, int] | None = 
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        raise ImageReadError(f"cannot read image {path}: {read_error(e)}") from None
     return resize_shorter(pixels, resize_size, shape)
+
+
+def read_error(e: Exception) -> str:
+    """Why an image could not be read, in one line (not PIL's 'cannot identify image file <_io.BytesIO ...>')."""
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "not an image file, or a format PIL cannot read"
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 def resize_shorter(pixels: np.ndarray, resize_size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -160,7 +167,17 @@ def _decode(data: bytes, resize_size: int) -> np.ndarray:
         except ValueError:
             pass  # CMYK, arithmetic-coded or slightly damaged files: PIL reads what it can
     with Image.open(io.BytesIO(data)) as img:
-        return np.array(img.convert("RGB"))  # convert() forces the full decode; a writable copy
+        return rgb_pixels(img)
+
+
+def rgb_pixels(img: Image.Image) -> np.ndarray:
+    """A PIL image as writable uint8 ``(H, W, 3)`` RGB (forcing the full decode). 16-bit grey images (PNG,
+    TIFF) are scaled to 8 bits: PIL's own convert() clips them at 255, which turns most pixels white."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.getextrema()[1] > 255):
+        wide = np.asarray(img, dtype=np.int64)
+        grey = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.array(img.convert("RGB"))
 
 
 def unreadable_images(paths: list[str], resize_size: int, workers: int | None = None,

@@ -400,8 +400,8 @@ def stage3_hashing(job: _Job, centers: np.ndarray) -> tuple[Evaluator, list, int
 
 
 def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
-    """Rank 0: the final model's codes and the labels (shc-eval reproduces "mAP" from them), metrics.json and
-    the two figures."""
+    """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and, for image files,
+    the paths; metrics.json and the two figures."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
@@ -411,6 +411,9 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> No
     write_array(out / "codes" / "db_codes.npy", db_codes)
     write_array(out / "codes" / "query_labels.npy", dataset.query.labels)
     write_array(out / "codes" / "db_labels.npy", dataset.database.labels)
+    for name, split in (("query", dataset.query), ("db", dataset.database)):
+        if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
+            write_json(out / "codes" / f"{name}_paths.json", [str(p) for p in split.paths])
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
                  title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")

@@ -1,4 +1,5 @@
-"""Batch decoding (torchvision's decode_jpeg on a list: nvjpeg on CUDA) against the one-image path."""
+"""Decoding details: batch decoding (torchvision's decode_jpeg on a list: nvjpeg on CUDA) against the one-image
+path, 16-bit images, one-line read errors."""
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from shc.data import ImageReadError
 from shc.data.decode import _resize_float, decode_resized, decode_resized_batch, resize_pixels
+from shc.data.files import load_rgb
 from shc.data.testing import photo_like
 
 IMAGES = {  # name: (height, width, mode, format)
@@ -73,3 +75,23 @@ def test_nvjpeg_batch_stays_close_to_the_cpu_pixels(images):
         single = decode_resized(path, 256)
         assert pixels.shape == single.shape
         assert np.abs(pixels.cpu().numpy().astype(float) - single).mean() <= 1.5, path
+
+
+def test_16_bit_grey_pngs_are_scaled_to_8_bits_not_clipped(tmp_path):
+    grey = photo_like(np.random.default_rng(4), 40, 30)[:, :, 0]
+    Image.fromarray(grey).save(tmp_path / "g8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # the same picture, 16 bits deep
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    eight = decode_resized(str(tmp_path / "g8.png"), 30)
+    np.testing.assert_array_equal(decode_resized(str(tmp_path / "g16.png"), 30), eight)
+    np.testing.assert_array_equal(np.asarray(load_rgb(str(tmp_path / "g16.png"))),
+                                  np.asarray(load_rgb(str(tmp_path / "g8.png"))))
+
+
+def test_a_file_that_is_no_image_is_one_plain_line(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("hello")
+    for read in (lambda: decode_resized(str(path), 32), lambda: load_rgb(str(path))):
+        with pytest.raises(ImageReadError) as info:
+            read()
+        assert str(info.value) == f"cannot read image {path}: not an image file, or a format PIL cannot read"
