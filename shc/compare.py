@@ -216,6 +216,12 @@ def run_grid(base, cells: list[Cell], out, *, run: Callable | None = None, log: 
                 f"@{k} {v:.4f}" for k, v in metrics["mAP"].items()) + f"  ({elapsed / 60:.1f} min so far)")
         metrics_by_cell[cell] = metrics
         results = write_results(out, cells, metrics_by_cell, base)
+    others = sorted(p.parent.name for p in (out / "runs").glob("*/metrics.json")
+                    if p.parent.name not in {c.dirname() for c in cells})
+    if others:  # results cover the grid asked for: say that the directory holds more
+        log(f"results cover the {len(cells)} runs of this grid; {out / 'runs'} holds {len(others)} other finished "
+            f"runs ({', '.join(others[:4])}{', ...' if len(others) > 4 else ''}): give every axis value to "
+            f"tabulate them too")
     return results
 
 

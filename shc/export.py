@@ -43,7 +43,11 @@ def export(encoder, fmt: str, out, example: torch.Tensor) -> Path:
     that fix the image size. Returns the path written."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    model, out = code_model(encoder), Path(out)
+    out = Path(out)
+    suffix = {"torch": ".pt2", "onnx": ".onnx"}[fmt]  # torch.export.save and ONNX tools go by the name
+    if out.suffix != suffix:
+        raise ValueError(f"--out {out}: a {fmt} export is written as {suffix} (name it {out.with_suffix(suffix).name})")
+    model = code_model(encoder)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     if fmt == "torch":

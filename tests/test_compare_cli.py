@@ -65,7 +65,7 @@ def test_stage1_trained_once_per_seed(grid):
     assert not (grid / "runs" / "csq-8bits-seed0" / "similarity.npy").exists()
 
 
-def test_rerun_reuses_finished_runs(grid, monkeypatch):
+def test_rerun_reuses_finished_runs(grid, monkeypatch, capsys):
     import shc.train.pipeline
 
     def no_training(cfg):
@@ -77,6 +77,7 @@ def test_rerun_reuses_finished_runs(grid, monkeypatch):
     assert main(TINY + ["--centers", "shc", "--bits", "16", "--seeds", "0", "1", "--out", str(grid)]) == 0
     subset = json.loads((grid / "results.json").read_text())
     assert len(subset["runs"]) == 2
+    assert "results cover the 2 runs of this grid" in capsys.readouterr().out  # and says the rest is there
     assert main(TINY + GRID + ["--out", str(grid)]) == 0
     assert json.loads((grid / "results.json").read_text()) == before
 

@@ -185,7 +185,7 @@ def test_export_reproduces_run_codes_on_cpu(run, tmp_path, capsys, fmt):
     import shc
     from shc.export import run_exported
     out, paths, _, query = run
-    model = tmp_path / f"model.{fmt}"
+    model = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt2")
     code, stdout, err = cli(export_main, capsys, "--run", out, "--format", fmt, "--out", model)
     assert code == 0, err
     assert "codes identical" in stdout
@@ -229,6 +229,8 @@ def _bad_inputs(root, out, paths):
         (encode_main, ["--run", out, *q, "--out", root / "x.txt"], "written as .npy"),
         (search_main, ["--run", out, "--images", root / "nothing.png"], "no such image, directory or list file"),
         (export_main, ["--run", not_a_run, "--format", "torch", "--out", root / "m.pt2"], "not an shc run"),
+        (export_main, ["--run", out, "--format", "torch", "--out", root / "m.txt"], "written as .pt2 (name it m.pt2)"),
+        (export_main, ["--run", out, "--format", "onnx", "--out", root / "m.pt2"], "written as .onnx"),
     ]
 
 
