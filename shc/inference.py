@@ -67,11 +67,20 @@ def read_model_config(run_dir) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
         raise ValueError(f"{run}: no such run directory")
+    finish = (f"finish it by rerunning its shc-train command (the same options and --out {run}) with --resume, "
+              f"which reuses every finished stage")
     if not (run / WEIGHTS_FILE).is_file():
+        if any((run / name).is_file() for name in ("centers.npy", "similarity.npy", "checkpoints/classifier.pt")):
+            raise ValueError(f"{run}: the run's training is unfinished (stage 3 has not started, no "
+                             f"{WEIGHTS_FILE}); {finish}")
         raise ValueError(f"{run} is not an shc run directory (no {WEIGHTS_FILE}; `shc-train --out DIR` makes one)")
     try:
         config = json.loads((run / CONFIG_FILE).read_text())
     except FileNotFoundError:
+        unfinished = _unfinished_checkpoint(run / WEIGHTS_FILE)
+        if unfinished:  # hashnet.json is written when stage 3 ends: this training was interrupted
+            raise ValueError(f"{run}: the run's training is unfinished ({WEIGHTS_FILE} {unfinished}, no "
+                             f"{CONFIG_FILE} yet); {finish}") from None
         raise ValueError(f"{run}: {CONFIG_FILE} is missing (the run predates self-describing runs); rerun its "
                          f"shc-train command, which reuses every finished stage and writes it") from None
     except (OSError, ValueError) as exc:
@@ -79,6 +88,17 @@ def read_model_config(run_dir) -> dict:
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{run}: {CONFIG_FILE} has an unknown format (written by another shc version?)")
     return config
+
+
+def _unfinished_checkpoint(path) -> str | None:
+    """What is unfinished about a training checkpoint ("is at epoch 21 of 100", "cannot be read"); None when
+    its training finished."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        epoch, epochs = state["epoch"], state["epochs"]
+    except Exception:
+        return "cannot be read"
+    return None if epoch >= epochs else f"is at epoch {epoch} of {epochs}"
 
 
 # --------------------------------------------------------------------------------------------- preprocessing

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_classes", "--num-classes", dest="num_classes", type=int, default=None,
                    help="expected number of classes; checked against the data")
     p.add_argument("--code_length", "--code-length", "--bits", dest="bits", type=int, default=32,
-                   help="hash code length q in bits (default: 32)")
+                   help="hash code length q in bits, at most 1024 (default: 32)")
     p.add_argument("--centers", default="shc", choices=METHODS,
                    help="hash center method; mds and csq skip stage 1 (default: shc)")
     p.add_argument("--backbone", default=None,

@@ -33,6 +33,7 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
 
     multi_label / num_labels: what a named dataset must be (None: whatever the files say).
     """
+    _check_sizes(name, resize_size, crop_size)  # before any file is read or cached
     tried = data_root_candidates(name, data_root)
     root = next((r for r in tried if _has_lists(r) or (allow_image_folder and _has_folders(r))), None)
     if root is None:
@@ -85,13 +86,24 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
                           skipped=tuple(unreadable))
 
 
+def _check_sizes(name: str, resize_size, crop_size) -> None:
+    """The transform's sizes, as they come from --data-option: a bad one would otherwise be found by the cache
+    build (a 0-px store, or a decode error with a half-built store left behind)."""
+    for key, value in (("resize_size", resize_size), ("crop_size", crop_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: {key} must be a positive integer (pixels), got {value!r}")
+    if crop_size > resize_size:
+        raise ValueError(f"{name}: crop_size {crop_size} must be <= resize_size {resize_size} (the crop is taken "
+                         f"from the image resized to resize_size)")
+
+
 def _leave_out(lists: dict[str, ImageList], unreadable: dict[str, str], total: int, skip: bool):
     """The lists without the unreadable images (``skip``), else the error naming them."""
     names = list(unreadable.values())
     shown = "; ".join(names[:3]) + (f"; ... and {len(names) - 3} more" if len(names) > 3 else "")
     if not skip:
         raise ImageReadError(f"{len(names)} of {total} images cannot be read: {shown}. Replace or remove them, "
-                             f"or leave them out with skip_unreadable=True (shc-train --skip-unreadable)")
+                             f"or leave them out with --skip-unreadable (skip_unreadable=True in Python)")
     print(f"shc: skipping {len(names)} of {total} images that cannot be read: {shown}", file=sys.stderr)
     kept = {}
     for s, lst in lists.items():

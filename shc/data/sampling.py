@@ -19,8 +19,8 @@ def per_class_split(labels: np.ndarray, sizes: tuple[int, ...], seed: int) -> li
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"per_class_split needs single-label (N,) labels, got shape {labels.shape}")
-    if any(s < 0 for s in sizes):
-        raise ValueError(f"split sizes must be >= 0, got {sizes}")
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in sizes):
+        raise ValueError(f"split sizes (per-class counts) must be integers >= 0, got {tuple(sizes)}")
     rng = np.random.default_rng(_seed_key(seed))
     parts: list[list[np.ndarray]] = [[] for _ in range(len(sizes) + 1)]
     bounds = np.cumsum((0,) + tuple(sizes))

@@ -28,6 +28,14 @@ def _smooth_patterns(rng, count: int, channels: int, size: int, grid: int) -> np
     return fine / fine.std(axis=(1, 2, 3), keepdims=True)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @register_dataset("synthetic", "synth")
 def synthetic(data_root: str | None = None, seed: int = 0, *, num_classes: int = 10, super_classes: int | None = None,
               multi_label: bool = False, sizes: tuple[int, int, int] = (50, 10, 50), channels: int = 3,
@@ -37,12 +45,24 @@ def synthetic(data_root: str | None = None, seed: int = 0, *, num_classes: int =
     ``sibling_weight``: strength of a sub-class's own pattern relative to its super-class's."""
     if data_root is not None:
         raise ValueError("synthetic: takes no data_root (it is generated)")
+    # --data-option values are whatever literal (or string) was typed: name the option and what it takes
+    for key, value, ok, expected in (
+            ("num_classes", num_classes, _is_int(num_classes), "an integer"),
+            ("super_classes", super_classes, super_classes is None or _is_int(super_classes), "an integer"),
+            ("multi_label", multi_label, isinstance(multi_label, bool), "True or False"),
+            ("sizes", sizes, isinstance(sizes, (tuple, list)) and len(sizes) == 3
+             and all(_is_int(n) and n >= 1 for n in sizes),
+             "three positive per-class counts (train, query, database), e.g. sizes=(50,10,50)"),
+            ("channels", channels, _is_int(channels), "an integer"),
+            ("image_size", image_size, _is_int(image_size), "an integer"),
+            ("noise", noise, _is_number(noise), "a number"),
+            ("sibling_weight", sibling_weight, _is_number(sibling_weight), "a number")):
+        if not ok:
+            raise ValueError(f"synthetic: {key} must be {expected}, got {value!r}")
     super_classes = max(1, num_classes // 3) if super_classes is None else super_classes
     if num_classes < 2 or not 1 <= super_classes <= num_classes:
         raise ValueError(f"synthetic: need num_classes >= 2 and 1 <= super_classes <= num_classes, "
                          f"got {num_classes}, {super_classes}")
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(f"synthetic: sizes must be three positive per-class counts (train, query, database), got {sizes}")
     if channels not in (1, 3) or image_size < 8:
         raise ValueError(f"synthetic: need channels in (1, 3) and image_size >= 8, got {channels}, {image_size}")
 

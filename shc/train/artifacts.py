@@ -113,23 +113,25 @@ def load_array_artifact(path, fp: str) -> np.ndarray | None:
     try:
         meta = json.loads(_sidecar(path).read_text())
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+        intact = meta["fingerprint"] == fp and meta["sha256"] == array_digest(array)
+    except Exception:  # missing, empty, truncated or foreign (EOFError, KeyError, ...): stale, so recomputed
         return None
-    if meta.get("fingerprint") != fp or meta.get("sha256") != array_digest(array):
-        return None
-    return array
+    return array if intact else None
 
 
 def save_checkpoint(path, state: dict, fp: str) -> None:
     atomic_write(path, lambda tmp: torch.save({**state, "fingerprint": fp}, tmp))
 
 
-def load_checkpoint(path, fp: str) -> dict | None:
-    """The checkpoint at ``path`` if it was written for fingerprint ``fp``; None if absent, foreign or broken."""
+def load_checkpoint(path, fp: str | None) -> dict | None:
+    """The checkpoint at ``path`` if it was written for fingerprint ``fp`` (None: for any); None if absent,
+    foreign or broken."""
     if not Path(path).is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # truncated or foreign file: recompute rather than crash
         return None
-    return state if isinstance(state, dict) and state.get("fingerprint") == fp else None
+    if not isinstance(state, dict) or not {"fingerprint", "epoch", "epochs"} <= state.keys():
+        return None
+    return state if fp is None or state["fingerprint"] == fp else None

@@ -74,10 +74,14 @@ def forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images)
 
 
-def checkpoint_state(path, fp: str) -> tuple[dict | None, bool]:
-    """(state, complete) of the checkpoint at ``path`` if it belongs to fingerprint ``fp``."""
-    state = load_checkpoint(path, fp)
-    return state, bool(state and state["epoch"] >= state["epochs"])
+def checkpoint_state(path, fp: str) -> tuple[dict | None, bool, str | None]:
+    """(state, complete, other) of the checkpoint at ``path``: its state and whether its training finished if it
+    belongs to fingerprint ``fp``; else (None, False, other), other saying how far a readable checkpoint written
+    for other inputs got ("epoch 21 of 100"; None when there is none), so --resume can say why it cannot."""
+    state = load_checkpoint(path, None)
+    if state is None or state["fingerprint"] != fp:
+        return None, False, None if state is None else f"epoch {state['epoch']} of {state['epochs']}"
+    return state, state["epoch"] >= state["epochs"], None
 
 
 def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOptions, *, name: str,

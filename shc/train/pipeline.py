@@ -29,6 +29,10 @@ from shc.train.evaluation import Evaluator, best_on_query
 from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
 from shc.train.loop import LoopOptions, checkpoint_state, prepare_model, say
 
+# The longest code shc-train makes: 8x the paper's longest (128). Stage 2 grows steeply with it (SHC centers for
+# 10 classes: 4 s at 1024 bits, 20 s at 2048, 70 s at 4096 on a 2-core CPU), with no progress to show.
+MAX_BITS = 1024
+
 # Defaults per dataset: the paper's settings for its datasets; a CPU-sized run for Fashion-MNIST.
 PRESETS: dict[str, dict[str, Any]] = {
     "fashion-mnist": dict(backbone="compact", epochs=30, classify_epochs=15, lr=1e-3, batch_size=64, test_map=10),
@@ -121,6 +125,9 @@ def _check_config(cfg: TrainConfig) -> None:
 
     for name in ("bits", "epochs", "classify_epochs", "batch_size", "eval_batch_size", "test_map"):
         positive_int(name)
+    if cfg.bits > MAX_BITS:
+        raise ValueError(f"bits must be at most {MAX_BITS} (the paper uses 16 to 128; stage 2's cost grows "
+                         f"steeply with the code length), got {cfg.bits}")
     if cfg.centers not in METHODS:
         raise ValueError(f"centers must be one of {', '.join(METHODS)}, got {cfg.centers!r}")
     if cfg.backbone not in list_backbones():
@@ -128,7 +135,8 @@ def _check_config(cfg: TrainConfig) -> None:
     for name in ("lr", "lambd", "weight_decay", "final_lr"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-            raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {v!r}")
+            rule = "a finite number > 0" if name == "lr" else "a finite number >= 0"
+            raise ValueError(f"{name} must be {rule}, got {v!r}")
     check_compile_mode(cfg.compile)
     if cfg.similarity_mask not in MASKS:
         raise ValueError(f"similarity mask must be one of {MASKS}, got {cfg.similarity_mask!r}")
@@ -336,7 +344,7 @@ def _train_similarity(job: _Job, stage1_dir: Path, fp1: str) -> np.ndarray | Non
     classifier = job.build(Classifier, dataset.num_classes)
     ckpt = stage1_dir / "checkpoints" / "classifier.pt"
     history, _ = _train_or_reuse(
-        classifier, ckpt, fp1, dist, cfg.resume, job.log, "stage 1: reusing trained classifier",
+        classifier, ckpt, fp1, dist, cfg.resume, job.log, "stage 1", "classifier",
         lambda resume_state: stage1.train_classifier(
             classifier, dataset, job.loop_options(cfg.classify_epochs), name="stage1", checkpoint_path=ckpt,
             fp=fp1, resume_state=resume_state, dist=dist, callback=job.callback))
@@ -388,7 +396,7 @@ def stage3_hashing(job: _Job, centers: np.ndarray) -> tuple[Evaluator, list, int
     ckpt = job.out / "checkpoints" / "hashnet.pt"
     evaluator = Evaluator(hashnet, dataset, cfg, job.device, dist)
     history, done_before = _train_or_reuse(
-        hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3: reusing trained hashing network",
+        hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3", "hashing network",
         lambda resume_state: stage3.train_hashnet(
             hashnet, dataset, torch.from_numpy(centers), job.loop_options(cfg.epochs), lambd=cfg.lambd,
             multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
@@ -433,16 +441,19 @@ def _center_hyper(method: str) -> dict:
     return {"mds": MDS_DEFAULTS, "shc": {**MDS_DEFAULTS, **SHC_DEFAULTS}}.get(method, {})
 
 
-def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, reuse_message: str,
+def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, stage: str, model_name: str,
                     train) -> tuple[list, int]:
     """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
     ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history and
     how many of its epochs were trained before this call (all of them when reused)."""
-    state, complete = _main_checkpoint(dist, ckpt, fp)
+    state, complete, other = _main_checkpoint(dist, ckpt, fp)
     if complete:
         model.load_state_dict(state["model"])
-        log(f"{reuse_message} {ckpt}")
+        log(f"{stage}: reusing trained {model_name} {ckpt}")
         return state["history"], len(state["history"])
+    if resume and other:  # asked to continue, but the checkpoint's training is not the one asked for now
+        log(f"note: cannot resume {stage} from {ckpt} ({other}): it was trained for other inputs (a {stage} "
+            f"option, the data or an earlier stage changed since); starting {stage} over")
     resume_state = _resumable(state, resume, ckpt, log)
     return train(resume_state), (int(resume_state["epoch"]) if resume_state else 0)
 
