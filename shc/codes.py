@@ -5,17 +5,28 @@ Codes become rows of uint64 words (``ceil(q / 64)`` per item, zero-padded). Acce
 * ``np.packbits`` bytes: a uint8 array with ``ceil(bits / 8)`` columns, ``bits`` given (padding bits must be 0);
 * bool arrays: True is a 1 bit;
 * arrays whose values are all 0 or 1: {0,1} codes;
-* anything else numeric (±1 of any dtype, real-valued network outputs): the sign, with sign(0) = +1.
+* integer arrays of -1, 0 and 1 (±1 codes; 0 counts as +1, as sign(0) does);
+* floating-point arrays (±1, real-valued network outputs): the sign, with sign(0) = +1.
+
+Any other integer array is refused: its values are no code (np.packbits bytes without ``bits``, class ids) and
+by sign would silently become +1 bits.
 
 Labels: 1-D class ids (non-negative integers), one-hot rows, or multi-hot rows (a query is relevant to an item when
-they share a label; an all-zero row is relevant to nothing). One-hot pairs are turned into class ids (the faster
-path); multi-hot rows become uint64 bitmaps.
+they share a label; an all-zero row is relevant to nothing). A numeric one-column or one-row matrix (N x 1 or
+1 x N, how MATLAB and scipy.io.savemat store a vector) is read as 1-D class ids. One-hot pairs are turned into
+class ids (the faster path); multi-hot rows become uint64 bitmaps.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from shc import _engine
+
+# The most threads an engine call may ask for. The engine cannot refuse a count: OpenMP fails to create tens of
+# thousands of threads and the process dies (a segfault at 100000), so the count is checked before calling in.
+MAX_THREADS = max(1024, os.cpu_count() or 1)
 
 
 def _row_chunks(arr: np.ndarray):
@@ -50,6 +61,20 @@ def _check_finite(arr: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: contains NaN or infinite values")
 
 
+def engine_threads(threads, what: str = "threads") -> int:
+    """The `threads` argument of an engine call: 0 (the engine's default: OMP_NUM_THREADS or all cores) for None,
+    else ``threads`` itself; a ValueError naming `what` unless it lies in 1..MAX_THREADS (and, for None, unless
+    OMP_NUM_THREADS does). Every entry point that calls the engine checks its thread count here."""
+    if threads is None:
+        if _engine.default_threads() > MAX_THREADS:
+            raise ValueError(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} asks for more than "
+                             f"{MAX_THREADS} threads, the most the engine runs; set it lower or pass {what}")
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"{what} must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    return int(threads)
+
+
 def _words(bits: int) -> int:
     return (bits + 63) // 64
 
@@ -62,15 +87,23 @@ def _bytes_to_words(chunks, rows: int, bits: int) -> np.ndarray:
     return out.view(np.uint64)
 
 
-def _all_zero_or_one(arr: np.ndarray) -> bool:
-    """Whether every value is 0 or 1. The minimum and maximum decide most inputs without a temporary (±1 codes
-    and network outputs have a negative value); only floats within [0, 1] need the full check."""
+def _codes_are_bits(arr: np.ndarray, what: str) -> bool:
+    """Whether the values are the bits themselves (all 0 or 1) rather than signs; a ValueError for an integer
+    array with values beyond -1..1. The minimum and maximum decide most inputs without a temporary (±1 codes and
+    network outputs have a negative value); only floats within [0, 1] need the full check."""
     if arr.dtype == bool:
         return True
-    if arr.min() < 0 or arr.max() > 1:
+    lo, hi = arr.min(), arr.max()
+    if np.issubdtype(arr.dtype, np.integer):
+        if lo < -1 or hi > 1:
+            fix = ("np.packbits bytes? pass the code length as bits=N (shc-eval --bits N)" if arr.dtype == np.uint8
+                   else "for codes by sign pass floating-point values")
+            raise ValueError(f"{what}: {arr.dtype} values from {lo} to {hi} are not binary codes "
+                             f"(expected 0/1 or ±1); {fix}")
+        return lo >= 0
+    if lo < 0 or hi > 1:
         return False
-    return np.issubdtype(arr.dtype, np.integer) or all(
-        bool(np.all((chunk == 0) | (chunk == 1))) for _, chunk in _row_chunks(arr))
+    return all(bool(np.all((chunk == 0) | (chunk == 1))) for _, chunk in _row_chunks(arr))
 
 
 # dtypes the engine packs itself, on all threads (native byte order: np.dtype equality includes it)
@@ -84,7 +117,7 @@ def pack_rows(arr: np.ndarray, nonzero: bool, msb_first: bool) -> np.ndarray:
     the pass where it takes the dtype (one pass, no temporaries: (a)'s codes and labels 8 -> 2 ms); numpy
     otherwise."""
     if arr.dtype in _ENGINE_PACK_DTYPES:
-        return _engine.pack_rows(np.ascontiguousarray(arr), nonzero, msb_first)
+        return _engine.pack_rows(np.ascontiguousarray(arr), nonzero, msb_first, engine_threads(None))
     return _pack_rows_numpy(arr, nonzero, msb_first)
 
 
@@ -120,7 +153,7 @@ def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[
         raise ValueError(f"{what}: bit-length mismatch: {cols} columns but bits={bits} "
                          f"(np.packbits input needs {(bits + 7) // 8} uint8 columns)")
     if not packed_input:  # {0,1} / bool: the bits themselves; anything else: the sign, sign(0) = +1
-        return pack_rows(arr, nonzero=_all_zero_or_one(arr), msb_first=True), q
+        return pack_rows(arr, nonzero=_codes_are_bits(arr, what), msb_first=True), q
     spare = cols * 8 - q
     if spare and (arr[:, -1] & np.uint8((1 << spare) - 1)).any():
         raise ValueError(f"{what}: packed bytes have bits set beyond bits={q}; is the bit count right?")
@@ -135,12 +168,25 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------- labels
 
+def is_label_vector(labels, rows: int) -> bool:
+    """Whether 2-D labels (a numpy array or torch tensor) for `rows` codes are a vector of class ids as MATLAB and
+    scipy.io.savemat store one: N x 1, or 1 x N (a 1 x N label matrix would need one code). A bool column stays a
+    one-label matrix (bools are no class ids); a numeric one would mean the same but for its zeros (no label,
+    relevant to nothing, instead of class 0), and binary class ids are by far the likelier meaning."""
+    shape = tuple(labels.shape)
+    return (len(shape) == 2 and not str(labels.dtype).endswith("bool")  # numpy's bool or torch.bool
+            and (shape[1] == 1 or (shape[0] == 1 and rows != 1)))
+
+
 def _label_array(labels, rows: int, what: str, codes_what: str) -> np.ndarray:
     arr = as_numpy(labels, what)
     if arr.ndim not in (1, 2):
         raise ValueError(f"{what}: expected 1-D class ids or a 2-D label matrix, got shape {arr.shape}")
-    if arr.shape[0] != rows:
-        raise ValueError(f"{what}: {arr.shape[0]} rows but {rows} {codes_what}")
+    if is_label_vector(arr, rows):
+        arr = arr.reshape(-1)
+    if len(arr) != rows:
+        counted = f"{len(arr)} rows" if arr.ndim == 2 else f"{len(arr)} class ids"
+        raise ValueError(f"{what}: {counted} but {rows} {codes_what}")
     if arr.ndim == 2 and arr.shape[1] == 0:
         raise ValueError(f"{what}: label matrix has no columns")
     _check_finite(arr, what)

@@ -3,11 +3,13 @@
 ``load_array("file.ext[:key]")`` reads .npy, .npz, .pt/.pth (torch, imported lazily and loaded with
 ``weights_only=True``), .mat (scipy.io; MATLAB v7.3 files through h5py when installed), .txt and .csv.
 ``:key`` picks an array in .npz/.mat/.pt dictionaries; without it a file holding exactly one array is accepted.
-Every failure is a ValueError (bad content) or FileNotFoundError, with a one-line message naming the file.
+Every failure is a ValueError (bad content) or an OSError (FileNotFoundError, IsADirectoryError), with a one-line
+message naming the file.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -40,9 +42,14 @@ def _load_text(path: str) -> np.ndarray:
         head = f.read(4096)
     delimiter = "," if (path.lower().endswith(".csv") or "," in head) else None
     try:
-        return np.loadtxt(path, delimiter=delimiter, ndmin=1)
+        with warnings.catch_warnings():  # numpy warns of a table with no rows; told as the error below instead
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(path, delimiter=delimiter, ndmin=1)
     except ValueError as exc:
         raise ValueError(f"{path}: not a numeric table ({exc})") from None
+    if arr.size == 0:
+        raise ValueError(f"{path}: holds no numbers (only blank or comment lines)")
+    return arr
 
 
 def _load_mat(path: str, key: str | None) -> np.ndarray:
@@ -79,6 +86,18 @@ def _load_torch(path: str, key: str | None) -> np.ndarray:
     return (obj.float() if obj.dtype == torch.bfloat16 else obj).numpy()
 
 
+# How each numpy format begins. np.load reads a file without one as a pickle, and refusing that would blame
+# "pickled arrays" for a file that is simply not .npy / .npz.
+_MAGIC = {".npy": (b"\x93NUMPY", "a .npy file"), ".npz": (b"PK", "a .npz (zip) file")}
+
+
+def _check_magic(path: str, suffix: str) -> None:
+    magic, kind = _MAGIC[suffix]
+    with open(path, "rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(f"{path}: not {kind} (its first bytes are not the format's header)")
+
+
 def _load_npy(path: str, mmap: bool) -> np.ndarray:
     if mmap:
         try:
@@ -93,14 +112,20 @@ def load_array(spec: str, *, mmap: bool = False) -> np.ndarray:
     instead of read into memory (for one pass over it, as shc-eval makes: no copy, no page faults on a fresh
     buffer; (a)'s four files 13 -> 3 ms)."""
     path, key = split_spec(spec)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: the file is empty")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {suffix or '(none)'} (use {', '.join(SUFFIXES)})")
     if key is not None and suffix in (".npy", ".txt", ".csv"):
         raise ValueError(f"{path}: {suffix} files hold one array; drop ':{key}'")
     try:
+        if suffix in _MAGIC:
+            _check_magic(path, suffix)
         if suffix == ".npy":
             arr = _load_npy(path, mmap)
         elif suffix == ".npz":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shc import _engine
-from shc.codes import as_numpy, pack_codes, prepare_labels
+from shc.codes import as_numpy, engine_threads, is_label_vector, pack_codes, prepare_labels
 
 TIES = ("index", "expected", "optimistic", "pessimistic")
 DEFAULT_TOPK = (100, 1000, "all")
@@ -57,14 +57,6 @@ def _check_ties(ties) -> str:
     if ties not in TIES:
         raise ValueError(f"unknown ties mode {ties!r} (choose from {', '.join(TIES)})")
     return ties
-
-
-def _check_threads(threads) -> int:
-    if threads is None:
-        return 0  # engine default: OMP_NUM_THREADS or all cores
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    return int(threads)
 
 
 def _check_radius(radius) -> int:
@@ -196,10 +188,13 @@ def _use_gpu(query_codes, db_codes, bits) -> bool:
 
 
 def _on_device(labels, like):
-    """Labels as a tensor on the codes' device (torch is already imported: the codes are torch tensors)."""
-    if type(labels).__module__.startswith("torch"):
-        return labels.to(like.device)
-    return sys.modules["torch"].as_tensor(as_numpy(labels, "labels"), device=like.device)
+    """Labels as a tensor on the codes' device (torch is already imported: the codes are torch tensors); a label
+    vector stored as a one-row or one-column matrix becomes the 1-D class ids it is, as on the CPU."""
+    if not type(labels).__module__.startswith("torch"):
+        labels = sys.modules["torch"].as_tensor(as_numpy(labels, "labels"))
+    if is_label_vector(labels, like.shape[0]):
+        labels = labels.reshape(-1)
+    return labels.to(like.device)
 
 
 def _pack_pair(query_codes, db_codes, bits):
@@ -223,7 +218,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, topk=DEFAULT_TOPK, 
     start = time.perf_counter()
     keys = [key for key, _ in parse_topk(topk)]
     ties = _check_ties(ties)
-    n_threads = _check_threads(threads)
+    n_threads = engine_threads(threads)
     radius = _check_radius(radius)
     if _use_gpu(query_codes, db_codes, bits):
         return evaluate_cuda(query_codes, db_codes, _on_device(query_labels, query_codes),
@@ -296,7 +291,7 @@ def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_label
             stage_done("index_to_host")
         entries = np.concatenate(parts)
         index["index_ap"], index["index_hits"] = _engine.index_walk(entries, n_host, r_host, bits, N, ap_ranks,
-                                                                    hit_ranks)
+                                                                    hit_ranks, threads=engine_threads(None))
         stage_done("index_walk")
     report = report_from_buckets(n_host, r_host, topk=topk, ties=ties, radius=radius, pr_ranks=pr_ranks,
                                          seconds=time.perf_counter() - start, **index)
@@ -314,7 +309,7 @@ def search(query_codes, db_codes, k, threads=None, bits=None) -> tuple[np.ndarra
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
-    n_threads = _check_threads(threads)
+    n_threads = engine_threads(threads)
     if _use_gpu(query_codes, db_codes, bits):
         from shc.kernels.hamming import search_cuda
         return search_cuda(query_codes, db_codes, int(min(k, db_codes.shape[0])))
@@ -324,7 +319,7 @@ def search(query_codes, db_codes, k, threads=None, bits=None) -> tuple[np.ndarra
 
 def buckets(query_codes, db_codes, query_labels, db_labels, threads=None, bits=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-query histograms ``n, r`` (int64, Q x (q+1)): items and relevant items at each Hamming distance."""
-    n_threads = _check_threads(threads)
+    n_threads = engine_threads(threads)
     q, d, q_bits = _pack_pair(query_codes, db_codes, bits)
     labels = prepare_labels(query_labels, db_labels, q.shape[0], d.shape[0])
     return _engine.buckets(q, d, q_bits, threads=n_threads, **labels)
@@ -343,7 +338,7 @@ def report_from_buckets(n, r, topk=DEFAULT_TOPK, ties="index", radius=2, pr_rank
     """
     keys = [key for key, _ in parse_topk(topk)]
     ties = _check_ties(ties)
-    n_threads = _check_threads(threads)
+    n_threads = engine_threads(threads)
     radius = _check_radius(radius)
     n, r = as_numpy(n, "n"), as_numpy(r, "r")
     for arr, name in ((n, "n"), (r, "r")):

@@ -51,7 +51,7 @@ def test_cli_json_matches_api(files, capsys):
     (lambda a, t: a.__setitem__(1, str(t / "missing.npy")), "no such file"),
     (lambda a, t: a.extend(["--topk", "0"]), "positive"),
     (lambda a, t: a.extend(["--topk", "many"]), "positive integers or 'all'"),
-    (lambda a, t: a.__setitem__(3, str(t / "qc.npy")), "400 rows but 30 database codes"),
+    (lambda a, t: a.__setitem__(3, str(t / "qc.npy")), "--db-labels {t}/db.npz:labels: 400 class ids but 30"),
     (lambda a, t: a.__setitem__(3, str(t / "db.npz")), "holds 2 arrays"),
 ])
 def test_cli_errors_are_one_line_exit_2(files, capsys, change, message):
@@ -60,7 +60,62 @@ def test_cli_errors_are_one_line_exit_2(files, capsys, change, message):
     change(args, tmp)
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("shc-eval: error:") and message in err and "\n" not in err
+    assert err.startswith("shc-eval: error:") and message.format(t=tmp) in err and "\n" not in err
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, t: a.extend(["--json", _write(t / "f", "x") + "/r.json"]), "--json {t}/f/r.json: {t}/f is a file"),
+    (lambda a, t: a.extend(["--pr-curve", _write(t / "f", "x") + "/a/p.png"]), "--pr-curve {t}/f/a/p.png: {t}/f is a"),
+    (lambda a, t: a.extend(["--json", str(t)]), "--json {t}: is a directory"),
+    (lambda a, t: a.__setitem__(3, str(t)), "{t}: is a directory, not a file"),
+    (lambda a, t: a.__setitem__(3, _write(t / "garbage.npy", "not numpy")), "{t}/garbage.npy: not a .npy file"),
+    (lambda a, t: a.__setitem__(5, _write(t / "empty.txt", "")), "{t}/empty.txt: the file is empty"),
+    (lambda a, t: a.extend(["--threads", "100000"]), "--threads must be an integer from 1 to"),
+    (lambda a, t: a.extend(["--threads", "0"]), "--threads must be an integer from 1 to"),
+])
+def test_cli_file_and_thread_errors_say_what_is_wrong(files, capsys, change, message):
+    tmp, _ = files
+    args = _args(tmp)
+    change(args, tmp)
+    assert main(args + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shc-eval: error:") and message.format(t=tmp) in err, err
+    assert "\n" not in err and "Errno" not in err and "Warning" not in err
+
+
+def test_cli_packbits_codes_need_bits(files, tmp_path, capsys):
+    """np.packbits bytes without --bits were read as 4 bits of 0/1 codes: now an error naming the file and --bits."""
+    _, (qc, dc, ql, dl) = files
+    np.save(tmp_path / "qp.npy", np.packbits(qc > 0, axis=1))
+    np.save(tmp_path / "dp.npy", np.packbits(dc > 0, axis=1))
+    np.save(tmp_path / "ql.npy", ql)
+    np.save(tmp_path / "dl.npy", dl)
+    args = ["--query-codes", str(tmp_path / "qp.npy"), "--db-codes", str(tmp_path / "dp.npy"),
+            "--query-labels", str(tmp_path / "ql.npy"), "--db-labels", str(tmp_path / "dl.npy"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"shc-eval: error: --query-codes {tmp_path}/qp.npy: uint8 values from ")
+    assert "are not binary codes" in err and "packbits" in err and "--bits N" in err
+    assert main(args + ["--bits", "32", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).mAP
+
+
+def test_cli_reads_mat_label_vectors(files, tmp_path):
+    """MATLAB / scipy.io.savemat label vectors (1 x N, N x 1) are class ids."""
+    import scipy.io
+    tmp, (qc, dc, ql, dl) = files
+    scipy.io.savemat(tmp_path / "ql.mat", {"ql": ql})                   # 1 x 30
+    scipy.io.savemat(tmp_path / "dl.mat", {"dl": dl}, oned_as="column")  # 400 x 1
+    args = _args(tmp)
+    args[5], args[7] = str(tmp_path / "ql.mat"), str(tmp_path / "dl.mat")
+    assert main(args + ["--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).mAP
 
 
 def test_cli_bad_choice_exits_2_via_subprocess(files):

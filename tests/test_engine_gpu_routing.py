@@ -15,8 +15,10 @@ import shc.metrics as metrics
 FakeCudaTensor = type("Tensor", (), {"__module__": "torch.fake", "is_cuda": True,
                                      "__init__": lambda self, arr: setattr(self, "arr", np.asarray(arr)),
                                      "shape": property(lambda self: self.arr.shape),
+                                     "dtype": property(lambda self: self.arr.dtype),
                                      "device": "cuda:0",
-                                     "to": lambda self, device: self})
+                                     "to": lambda self, device: self,
+                                     "reshape": lambda self, *shape: FakeCudaTensor(self.arr.reshape(*shape))})
 
 
 @pytest.fixture
@@ -44,6 +46,15 @@ def test_cuda_codes_go_to_evaluate_cuda(fake_kernels):
     [(name, args, kwargs)] = fake_kernels
     assert name == "evaluate_cuda" and args == (tq, td, tql, tdl)
     assert kwargs == {"topk": (5, "all"), "ties": "expected", "radius": 1, "pr_ranks": [1, 2]}
+
+
+def test_label_vectors_as_one_row_or_column_reach_the_gpu_as_class_ids(fake_kernels):
+    """1 x Q / N x 1 labels (how .mat files hold vectors) are 1-D class ids on the GPU path too, as on the CPU."""
+    qc, dc, ql, dl = _data()
+    metrics.evaluate(FakeCudaTensor(qc), FakeCudaTensor(dc), FakeCudaTensor(ql[None, :]), FakeCudaTensor(dl[:, None]))
+    [(_, args, _)] = fake_kernels
+    np.testing.assert_array_equal(args[2].arr, ql)
+    np.testing.assert_array_equal(args[3].arr, dl)
 
 
 def test_cuda_codes_go_to_search_cuda_with_k_clipped(fake_kernels):

@@ -1,12 +1,14 @@
 """Code and label forms, file loading, and clear errors for bad input (API: ValueError/TypeError)."""
+import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import scipy.io
 
-from shc.codes import pack_codes, prepare_labels, unpack_codes
+from shc.codes import MAX_THREADS, pack_codes, prepare_labels, unpack_codes
 from shc.io import load_array
 from shc.metrics import evaluate, parse_topk, search
 
@@ -38,7 +40,26 @@ def test_values_in_unit_interval_that_are_not_all_0_or_1_are_signs():
     probabilities = np.random.default_rng(1).random((5, 16))  # sigmoid-like outputs: every sign is +1
     probabilities[0, 0] = 0.0
     np.testing.assert_array_equal(unpack_codes(*pack_codes(probabilities)), np.ones((5, 16), bool))
-    np.testing.assert_array_equal(unpack_codes(*pack_codes(np.full((2, 3), 2, np.int16))), np.ones((2, 3), bool))
+    np.testing.assert_array_equal(unpack_codes(*pack_codes(np.full((2, 3), 2.0))), np.ones((2, 3), bool))
+
+
+def test_integer_codes_of_minus_one_zero_and_one_are_signs_with_zero_as_plus_one():
+    codes = np.array([[-1, 0, 1, 1], [1, -1, 0, -1]], dtype=np.int8)
+    np.testing.assert_array_equal(unpack_codes(*pack_codes(codes)), codes >= 0)
+
+
+@pytest.mark.parametrize("codes, match", [
+    (np.packbits(np.eye(16, dtype=bool), axis=1), r"uint8 values from 0 to 128 .*packbits.*bits=N"),  # no bits
+    (np.array([[0, 1, 2], [2, 1, 0]]), "int64 values from 0 to 2 are not binary codes"),
+    (np.array([[-3, 1], [2, -1]], dtype=np.int16), "int16 values from -3 to 2 .*floating-point"),
+    (np.array([[0, 7]], dtype=np.uint64), "uint64 values from 0 to 7"),
+])
+def test_integer_codes_that_are_no_binary_code_are_refused(codes, match):
+    """By sign every such value would silently be a +1 bit (np.packbits bytes read as 8x too few bits)."""
+    with pytest.raises(ValueError, match=match):
+        pack_codes(codes, what="database codes")
+    with pytest.raises(ValueError, match=f"query codes: {match}"):
+        search(codes, codes, 1)
 
 
 @pytest.mark.parametrize("rows, cols", [(10_000, 64), (700, 1000), (3, 300_000)])
@@ -140,7 +161,9 @@ def test_multi_hot_wide_labels_and_empty_rows():
 
 
 @pytest.mark.parametrize("ql, dl, exc, match", [
-    ([0, 1], [0, 1, 2], ValueError, "query labels: 2 rows but 3 query codes"),
+    ([0, 1], [0, 1, 2], ValueError, "query labels: 2 class ids but 3 query codes"),
+    (np.ones((2, 3)), [0, 1, 2], ValueError, "query labels: 2 rows but 3 query codes"),
+    ([[0, 1]], [0, 1, 2], ValueError, "query labels: 2 class ids but 3 query codes"),  # a 1 x 2 row vector
     ([0, 1, -1], [0, 1, 2], ValueError, "negative class id"),
     ([0, 1, 0.5], [0, 1, 2], ValueError, "integers"),
     ([0, 1, np.nan], [0, 1, 2], ValueError, "NaN"),
@@ -176,6 +199,29 @@ def test_topk_keys_keep_the_given_spelling_and_k_beyond_n_is_n():
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         evaluate(np.ones((3, 4)), np.ones((3, 4)), [0, 1, 2], [0, 1, 2], **kwargs)
+
+
+@pytest.mark.parametrize("threads", [0, -1, MAX_THREADS + 1, 100_000, 2.0, True])
+def test_thread_counts_beyond_1_to_max_are_refused_by_every_entry_point(threads):
+    """OpenMP cannot create 100000 threads and the process would die (segfault); every engine call checks."""
+    from shc.metrics import buckets, report_from_buckets
+    codes, labels = np.ones((3, 4)), [0, 1, 2]
+    n, r = buckets(codes, codes, labels, labels)
+    for call in (lambda: evaluate(codes, codes, labels, labels, threads=threads),
+                 lambda: search(codes, codes, 1, threads=threads),
+                 lambda: buckets(codes, codes, labels, labels, threads=threads),
+                 lambda: report_from_buckets(n, r, ties="expected", threads=threads)):
+        with pytest.raises(ValueError, match=f"threads must be an integer from 1 to {MAX_THREADS}"):
+            call()
+
+
+def test_a_huge_omp_num_threads_is_an_error_not_a_crash():
+    code = ("import numpy as np, shc\n"
+            "try: shc.search(np.ones((2, 8)), np.ones((3, 8)), 2)\n"
+            "except ValueError as exc: print(exc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "100000"})
+    assert proc.returncode == 0 and f"OMP_NUM_THREADS=100000 asks for more than {MAX_THREADS} threads" in proc.stdout
 
 
 def test_bad_search_k():
@@ -260,6 +306,44 @@ def test_load_array_errors(tmp_path):
         load_array(str(tmp_path / "bad.csv"))
     with pytest.raises(ValueError, match="unsupported file type"):
         load_array(str(tmp_path / "a.xyz"))
+
+
+def test_load_array_tells_what_is_wrong_with_the_file(tmp_path):
+    (tmp_path / "garbage.npy").write_bytes(b"this is not numpy\n")
+    (tmp_path / "garbage.npz").write_bytes(b"nor is this\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("\n# only a comment\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_array(str(tmp_path))
+    with pytest.raises(ValueError, match="garbage.npy: not a .npy file"):
+        load_array(str(tmp_path / "garbage.npy"))
+    with pytest.raises(ValueError, match="garbage.npz: not a .npz"):
+        load_array(str(tmp_path / "garbage.npz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" must not show
+        for name, match in (("empty.txt", "the file is empty"), ("empty.npy", "the file is empty"),
+                            ("blank.txt", "holds no numbers")):
+            with pytest.raises(ValueError, match=f"{name}: {match}"):
+                load_array(str(tmp_path / name))
+
+
+@pytest.mark.parametrize("oned_as", ["row", "column"])
+def test_mat_label_vectors_are_class_ids(tmp_path, oned_as):
+    """scipy.io.savemat (and MATLAB) store a vector as 1 x N or N x 1: both read as the class ids they hold, also
+    a 0/1 column (binary class ids, not a one-label multi-hot matrix) and the 1 x 1 label of a single query."""
+    rng = np.random.default_rng(4)
+    qc, dc = rng.choice([-1, 1], (7, 16)), rng.choice([-1, 1], (50, 16))
+    for classes in (5, 2):
+        ql, dl = rng.integers(0, classes, 7), rng.integers(0, classes, 50)
+        scipy.io.savemat(tmp_path / "l.mat", {"ql": ql, "dl": dl}, oned_as=oned_as)
+        mql, mdl = load_array(str(tmp_path / "l.mat:ql")), load_array(str(tmp_path / "l.mat:dl"))
+        assert mql.shape == ((1, 7) if oned_as == "row" else (7, 1))
+        assert evaluate(qc, dc, mql, mdl).mAP == evaluate(qc, dc, ql, dl).mAP
+        assert evaluate(qc, dc, mql, np.eye(classes)[dl]).mAP == evaluate(qc, dc, ql, dl).mAP
+    assert evaluate(qc[:1], dc, [[1]], dl).mAP == evaluate(qc[:1], dc, [1], dl).mAP
+    one_label = prepare_labels(ql[:, None] == 1, dl[:, None] == 1, 7, 50)  # bool: a one-label matrix stays one
+    assert one_label["query_bitmaps"] is not None
 
 
 def test_import_shc_evaluate_does_not_import_torch():

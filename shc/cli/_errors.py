@@ -15,6 +15,21 @@ class CommandFailed(Exception):
         self.code = code
 
 
+def check_output_path(path: str, option: str) -> None:
+    """A one-line ValueError naming `option` unless a file can be written at `path` (its missing folders are
+    created when it is written): checked before the work, so that a long job is not lost to a mistyped path, and
+    told in words rather than as "[Errno 17] File exists" or "[Errno 21] Is a directory"."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a directory; give a file name")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):  # the nearest folder that exists already must be one, and writable
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{option} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {path}: {existing} is not writable")
+
+
 def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "interrupted") -> int:
     """Run ``fn(args)`` and turn user errors into ``PROG: error: CONTEXTmessage`` (exit 2), CommandFailed into the
     same line with its code, Ctrl-C into ``PROG: INTERRUPTED`` (exit 130) and a closed output pipe into a quiet

@@ -20,7 +20,7 @@ import time
 # CPU from the engine's threads. Set before numpy is imported; an explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from shc.cli._errors import run_cli  # noqa: E402
+from shc.cli._errors import check_output_path, run_cli  # noqa: E402
 
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
 an array. codes: ±1, {0,1}, bool, real-valued (sign) or np.packbits bytes with --bits. labels: class ids, one-hot or
@@ -49,16 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what shc.evaluate calls each input in its messages -> the option that gave it
+INPUT_NAMES = {"query codes": "query_codes", "database codes": "db_codes", "query labels": "query_labels",
+               "database labels": "db_labels"}
+
+
+def _naming_the_file(message: str, args) -> str:
+    """``"database codes: ..."`` -> ``"--db-codes d.npy: ..."``: which file the message is about."""
+    what, sep, rest = message.partition(": ")
+    if sep and what in INPUT_NAMES:
+        name = INPUT_NAMES[what]
+        return f"--{name.replace('_', '-')} {getattr(args, name)}: {rest}"
+    return message
+
+
 def run(args) -> dict:
+    from shc.codes import engine_threads
     from shc.io import load_array
     from shc.metrics import evaluate
     from shc.plots import plot_pr_curves
 
+    engine_threads(args.threads, "--threads")  # named as the option, before any file is read
+    for path, option in ((args.json, "--json"), (args.pr_curve, "--pr-curve")):
+        if path:
+            check_output_path(path, option)
     start = time.perf_counter()
     arrays = {name: load_array(getattr(args, name), mmap=True)
               for name in ("query_codes", "db_codes", "query_labels", "db_labels")}
-    report = evaluate(arrays["query_codes"], arrays["db_codes"], arrays["query_labels"], arrays["db_labels"],
-                      topk=args.topk, ties=args.ties, threads=args.threads, bits=args.bits, radius=args.radius)
+    try:
+        report = evaluate(arrays["query_codes"], arrays["db_codes"], arrays["query_labels"], arrays["db_labels"],
+                          topk=args.topk, ties=args.ties, threads=args.threads, bits=args.bits, radius=args.radius)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(_naming_the_file(str(exc), args)) from None
     report.seconds = time.perf_counter() - start  # the whole job: loading, packing, ranking
     result = report.to_dict()
     if args.json:
@@ -77,8 +99,6 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be positive, got {args.threads}")
     if args.radius < 0:
         parser.error(f"--radius must be non-negative, got {args.radius}")
     return run_cli("shc-eval", run, args)
