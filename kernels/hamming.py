@@ -264,14 +264,20 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return (padded.view(n, W, 64) << shifts).sum(-1)
 
 
-def code_bits(codes: torch.Tensor) -> torch.Tensor:
-    """Binary view of codes: bool and {0,1} as they are, anything else by sign (sign(0) = +1)."""
+def code_bits(codes: torch.Tensor, what: str = "codes") -> torch.Tensor:
+    """Binary view of codes: bool and {0,1} as they are, anything else by sign (sign(0) = +1); integer values
+    beyond -1..1 are refused, as for numpy codes."""
+    from shc.codes import not_binary_codes
     if codes.dim() != 2 or codes.shape[1] == 0:
-        raise ValueError(f"codes must be a non-empty 2-D tensor, got shape {tuple(codes.shape)}")
+        raise ValueError(f"{what} must be a non-empty 2-D tensor, got shape {tuple(codes.shape)}")
     if codes.dtype == torch.bool:
         return codes
     if codes.is_floating_point() and not torch.isfinite(codes).all():
-        raise ValueError("codes contain NaN or inf")
+        raise ValueError(f"{what} contain NaN or inf")
+    if not codes.is_floating_point():
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < -1 or hi > 1:
+            raise not_binary_codes(what, str(codes.dtype).removeprefix("torch."), lo, hi)
     if bool(((codes == 0) | (codes == 1)).all()):
         return codes == 1
     return codes >= 0
@@ -292,7 +298,7 @@ def label_relevance(labels: torch.Tensor) -> torch.Tensor:
 
 def search_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """shc.search on device tensors: (indices int64 Q×k, distances int32 Q×k), ties by index."""
-    q_bits, db_bits = code_bits(query_codes), code_bits(db_codes)
+    q_bits, db_bits = code_bits(query_codes, "query codes"), code_bits(db_codes, "database codes")
     if q_bits.shape[1] != db_bits.shape[1]:
         raise ValueError(f"query codes have {q_bits.shape[1]} bits, database codes {db_bits.shape[1]}")
     return topk_search(pack_bits(q_bits), pack_bits(db_bits), q_bits.shape[1], k)

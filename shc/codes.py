@@ -87,6 +87,14 @@ def _bytes_to_words(chunks, rows: int, bits: int) -> np.ndarray:
     return out.view(np.uint64)
 
 
+def not_binary_codes(what: str, dtype: str, lo, hi) -> ValueError:
+    """The error for integer codes with values beyond -1..1 (numpy and CUDA inputs alike): by sign they would
+    all be +1, silently; uint8 ones are most likely np.packbits bytes."""
+    fix = ("np.packbits bytes? pass the code length as bits=N (shc-eval --bits N)" if dtype == "uint8"
+           else "for codes by sign pass floating-point values")
+    return ValueError(f"{what}: {dtype} values from {lo} to {hi} are not binary codes (expected 0/1 or ±1); {fix}")
+
+
 def _codes_are_bits(arr: np.ndarray, what: str) -> bool:
     """Whether the values are the bits themselves (all 0 or 1) rather than signs; a ValueError for an integer
     array with values beyond -1..1. The minimum and maximum decide most inputs without a temporary (±1 codes and
@@ -96,10 +104,7 @@ def _codes_are_bits(arr: np.ndarray, what: str) -> bool:
     lo, hi = arr.min(), arr.max()
     if np.issubdtype(arr.dtype, np.integer):
         if lo < -1 or hi > 1:
-            fix = ("np.packbits bytes? pass the code length as bits=N (shc-eval --bits N)" if arr.dtype == np.uint8
-                   else "for codes by sign pass floating-point values")
-            raise ValueError(f"{what}: {arr.dtype} values from {lo} to {hi} are not binary codes "
-                             f"(expected 0/1 or ±1); {fix}")
+            raise not_binary_codes(what, str(arr.dtype), lo, hi)
         return lo >= 0
     if lo < 0 or hi > 1:
         return False

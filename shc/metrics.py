@@ -259,7 +259,7 @@ def evaluate_cuda(query_codes: torch.Tensor, db_codes: torch.Tensor, query_label
             now = time.perf_counter()
             profile[name] = profile.get(name, 0.0) + now - last
             last = now
-    q_bits, db_bits = code_bits(query_codes), code_bits(db_codes)
+    q_bits, db_bits = code_bits(query_codes, "query codes"), code_bits(db_codes, "database codes")
     bits = q_bits.shape[1]
     if db_bits.shape[1] != bits:
         raise ValueError(f"query codes have {bits} bits, database codes {db_bits.shape[1]}")

@@ -144,6 +144,10 @@ def test_kernel_hamming_rejects_bad_input():
         hamming.search_cuda(qb, dbb[:, :8], 3)
     with pytest.raises(ValueError, match="NaN"):
         hamming.code_bits(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="uint8 values from 0 to 200 are not binary codes.*--bits"):
+        hamming.code_bits(torch.tensor([[0, 200]], dtype=torch.uint8))  # np.packbits bytes, not bits
+    with pytest.raises(ValueError, match="query codes: int64 values from 0 to 2 .*floating-point"):
+        hamming.code_bits(torch.tensor([[0, 1, 2]]), "query codes")
     with pytest.raises(ValueError, match="non-negative"):
         hamming.label_relevance(torch.tensor([0, -1]))
     with pytest.raises(TypeError, match="integers"):
