@@ -5,7 +5,7 @@
     shc-cache clear                                            # remove them all (they are rebuilt on demand)
 
 Training builds the cache by itself on its first load of a dataset; ``build`` does that ahead of time, e.g. on
-a login node before a GPU job. ``--image-cache DIR`` (default: $SHC_CACHE_DIR or ~/.cache/shc) as in shc-train.
+a login node before a GPU job. ``--image-cache DIR`` (default: $SHC_CACHE_DIR/images or ~/.cache/shc/images) as in shc-train.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (build, commands.add_parser("list", help="the stores: images, size, when built"),
                 commands.add_parser("clear", help="remove every store (do not run while a build is running)")):
         sub.add_argument("--image-cache", "--image_cache", dest="image_cache", default=None, metavar="DIR",
-                         help="the cache directory (default: $SHC_CACHE_DIR or ~/.cache/shc)")
+                         help="the cache directory (default: $SHC_CACHE_DIR/images or ~/.cache/shc/images)")
     return p
 
 

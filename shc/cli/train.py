@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes with --image-cache off; used by every pass (default: the cores available)")
     p.add_argument("--image-cache", "--image_cache", dest="image_cache", default=None, metavar="DIR|off",
                    help="image-file datasets: where each image is kept decoded after its first read (default: "
-                        "$SHC_CACHE_DIR or ~/.cache/shc); 'off' decodes every image on every pass")
+                        "$SHC_CACHE_DIR/images or ~/.cache/shc/images); 'off' decodes every image on every pass")
     p.add_argument("--skip-unreadable", "--skip_unreadable", dest="skip_unreadable", action="store_true",
                    help="image-file datasets: leave corrupt or missing images out (their count is reported) "
                         "instead of stopping with an error")

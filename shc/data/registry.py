@@ -58,8 +58,8 @@ def load_dataset(name: str, data_root: str | None = None, seed: int = 0, *, imag
                  **options) -> HashingDataset:
     """Load a dataset by name (or alias) with its retrieval protocol, seeded by ``seed``.
 
-    For image-file datasets: ``image_cache`` is where decoded images are kept (None: ``$SHC_CACHE_DIR`` or
-    ``~/.cache/shc``; ``"off"``: decode on every pass), ``workers`` the loading threads / processes (None:
+    For image-file datasets: ``image_cache`` is where decoded images are kept (None: ``$SHC_CACHE_DIR/images`` or
+    ``~/.cache/shc/images``; ``"off"``: decode on every pass), ``workers`` the loading threads / processes (None:
     the cores available), ``skip_unreadable`` leaves corrupt or missing images out instead of failing,
     ``progress`` shows the cache build's progress. In-memory datasets hold decoded pixels already and
     ignore these four.
