@@ -121,7 +121,7 @@ def decode_resized_batch(paths: list[str], resize_size: int, device="cuda") -> l
         except FileNotFoundError:
             raise ImageReadError(f"image file not found: {path}") from None
         except OSError as e:
-            raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+            raise ImageReadError(f"cannot read image {path}: {read_error(e)}") from None
     jpegs = [i for i, data in enumerate(datas) if data.startswith(JPEG_SIGNATURE)]
     buffers = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpegs]
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec)
