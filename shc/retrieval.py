@@ -126,13 +126,14 @@ class Database:
     labels: list | None = None
     paths: list | None = None
     dataset_config: dict | None = field(default=None, repr=False)  # the run's own database: reload for pixels
+    data_root: str | None = None  # where the user says the run's dataset is (never the run's own say-so)
 
     def __len__(self):
         return len(self.codes)
 
     @cached_property
     def split(self):
-        return run_split(self.dataset_config, "database")
+        return run_split(self.dataset_config, "database", self.data_root)
 
     def path(self, index: int):
         return self.paths[index] if self.paths is not None else None
@@ -145,28 +146,46 @@ class Database:
         return self.split.images[index]
 
 
-def run_split(dataset_config: dict, which: str):
-    """The run's ``which`` split (query / database), reloaded from the dataset settings in its hashnet.json
-    (image files: only their lists are read, nothing is decoded or cached)."""
+def run_split(dataset_config: dict, which: str, data_root: str | None = None):
+    """The run's ``which`` split (query / database), reloaded with the dataset settings in its hashnet.json
+    from ``data_root`` — the user's ``--data-root``; None: the dataset's standard location — never from the
+    data_root the run recorded: a run directory from elsewhere must not choose what is read (image files: only
+    their lists are read, nothing is decoded or cached)."""
     from shc.data import load_dataset
     d = dataset_config
     try:
-        dataset = load_dataset(d["name"], data_root=d["data_root"], seed=d["seed"], image_cache="off",
+        dataset = load_dataset(d["name"], data_root=data_root, seed=d["seed"], image_cache="off",
                                progress=False, **d["options"])
         return getattr(dataset, which)
     except (ValueError, TypeError, OSError) as exc:
-        raise ValueError(f"cannot reload the run's dataset ({d['name']}) for its {which} images: {exc}") from None
+        hint = "" if data_root else (
+            f"; pass --data-root DIR (the run was trained on data in {d['data_root']}, which is not read unless "
+            f"you name it)" if d.get("data_root") else "; pass --data-root DIR")
+        raise ValueError(f"cannot reload the run's dataset ({d['name']}) for its {which} images: "
+                         f"{' '.join(str(exc).split())}{hint}") from None
 
 
-def run_split_images(config: dict, which: str, count: int | None = None) -> list:
-    """The first ``count`` images of the run's ``which`` split: paths for image files, else uint8 pixels."""
-    split = run_split(config["dataset"], which)
+def run_split_images(run_dir, config: dict, which: str, count: int | None = None,
+                     data_root: str | None = None) -> list:
+    """The first ``count`` images of the run's ``which`` split: for image files the paths the run recorded
+    (codes/{query,db}_paths.json) unless ``data_root`` is given, else uint8 pixels of the reloaded split."""
+    recorded = Path(run_dir) / "codes" / f"{'db' if which == 'database' else which}_paths.json"
+    if config["preprocessing"]["image_files"] and data_root is None and recorded.is_file():
+        try:
+            paths = json.loads(recorded.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{recorded}: cannot read ({exc})") from None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f"{recorded}: expected a list of image paths")
+        return paths[:count]
+    split = run_split(config["dataset"], which, data_root)
     items = split.paths if config["preprocessing"]["image_files"] else split.images
     return list(items[:count])
 
 
-def run_database(run_dir, config: dict) -> Database:
-    """The run's saved database codes (codes/db_codes.npy) and labels."""
+def run_database(run_dir, config: dict, data_root: str | None = None) -> Database:
+    """The run's saved database codes (codes/db_codes.npy) and labels; ``data_root``: where the user says its
+    dataset is (for thumbnails of in-memory datasets and runs from before codes/db_paths.json)."""
     codes_dir = Path(run_dir) / "codes"
     try:
         codes = np.load(codes_dir / "db_codes.npy", allow_pickle=False)
@@ -175,12 +194,12 @@ def run_database(run_dir, config: dict) -> Database:
         raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
     class_names = config["dataset"].get("class_names")
     dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
-    paths = run_database_paths(run_dir, dataset, labels) if dataset["image_files"] else None
+    paths = run_database_paths(run_dir, dataset, labels, data_root) if dataset["image_files"] else None
     return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names), paths,
-                    dataset_config=dataset)
+                    dataset_config=dataset, data_root=data_root)
 
 
-def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> list[str]:
+def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray, data_root: str | None = None) -> list[str]:
     """The image paths of the run's database codes: codes/db_paths.json, written with the codes; runs from
     before it reload the lists, which must still match the saved labels, or results would show other images."""
     saved = Path(run_dir) / "codes" / "db_paths.json"
@@ -190,7 +209,7 @@ def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> lis
         except (OSError, ValueError) as exc:
             raise ValueError(f"{saved}: cannot read ({exc})") from None
     else:
-        split = run_split(dataset_config, "database")
+        split = run_split(dataset_config, "database", data_root)
         paths = split.paths
         if len(paths) != len(labels) or not np.array_equal(split.labels, labels):
             raise ValueError(f"{run_dir}: the dataset's database list is not the one the run encoded "

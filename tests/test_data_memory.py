@@ -321,3 +321,33 @@ def test_shard_of_train_matches_sampler():
     split = small_split()
     got = torch.cat([b[2] for b in split.batches(8, train=True, seed=2, epoch=5, rank=1, world_size=2)])
     assert np.array_equal(got.numpy(), shard_indices(37, train=True, seed=2, epoch=5, rank=1, world_size=2))
+
+
+class _RunsCode:
+    """What a crafted pickle holds: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_cifar100_pickle_naming_code_is_refused_not_run(tmp_path, protocol):
+    make_cifar100(str(tmp_path))
+    marker = tmp_path / "ran"
+    with open(tmp_path / "cifar-100-python" / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)], "x": _RunsCode(marker)}, f,
+                    protocol=protocol)
+    with pytest.raises(DataRootError, match=r"meta: .*system is not part of the CIFAR format"):
+        load_dataset("cifar100", str(tmp_path), train_per_class=2, query_per_class=1)
+    assert not marker.exists()
+
+
+def test_cifar100_object_arrays_are_refused(tmp_path):
+    make_cifar100(str(tmp_path))
+    with open(tmp_path / "cifar-100-python" / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": np.array([f"class{i}" for i in range(100)], object)}, f, protocol=2)
+    with pytest.raises(DataRootError, match="object arrays are not part of the CIFAR format"):
+        load_dataset("cifar100", str(tmp_path), train_per_class=2, query_per_class=1)

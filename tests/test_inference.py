@@ -268,3 +268,39 @@ def test_encode_skips_unreadable_images_when_asked(run, tmp_path, capsys):
     assert code == 2 and "none of the 1 images can be read" in err
     code, _, err = cli(encode_main, capsys, *argv[:4], *argv[6:], "--batch-size", 0)
     assert code == 2 and "batch_size must be a positive integer, got 0" in err
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_run_directory_cannot_run_code(run, tmp_path, capsys, monkeypatch):
+    """hashnet.json names cifar100 under a folder of pickles that run a shell command when unpickled: neither
+    shc-export nor shc-search --png reads a dataset from where a run says, and with --data-root pointing there the
+    pickles are refused, never run."""
+    import pickle
+    out, paths, _, _ = run
+    monkeypatch.delenv("SHC_DATA_ROOT", raising=False)
+    evil, marker = tmp_path / "evil", tmp_path / "ran"
+    (evil / "cifar-100-python").mkdir(parents=True)
+    for name in ("train", "test", "meta"):
+        with open(evil / "cifar-100-python" / name, "wb") as f:
+            pickle.dump({"data": _RunsCode(marker)}, f, protocol=2)
+    crafted = tmp_path / "crafted"
+    shutil.copytree(out, crafted)
+    config = json.loads((crafted / "checkpoints" / "hashnet.json").read_text())
+    config["dataset"].update(name="cifar100", data_root=str(evil), options={})
+    (crafted / "checkpoints" / "hashnet.json").write_text(json.dumps(config))
+    for main, argv in ((export_main, ["--format", "torch", "--out", tmp_path / "m.pt2"]),
+                       (search_main, ["--images", paths[0], "--png", tmp_path / "g.png", "--no-progress"])):
+        code, _, err = cli(main, capsys, "--run", crafted, *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"pass --data-root DIR (the run was trained on data in {evil}, which is not read" in err
+        code, _, err = cli(main, capsys, "--run", crafted, *argv, "--data-root", evil)
+        assert code == 2 and "posix.system is not part of the CIFAR format" in err, err
+    assert not marker.exists()

@@ -79,7 +79,9 @@ def test_search_shows_the_paths_the_run_encoded_even_when_the_lists_change(run, 
     results = json.loads((tmp_path / "r.json").read_text())
     assert all(r["path"] == recorded[r["index"]] for q in results["queries"] for r in q["results"])
     (copy / "codes" / "db_paths.json").unlink()
-    assert search_main(search) == 2  # an older run: the changed lists cannot be matched to its codes
+    assert search_main(search) == 2  # an older run: its lists are read only where the user points
+    assert "pass --data-root DIR" in capsys.readouterr().err
+    assert search_main(search + ["--data-root", str(moved)]) == 2  # the changed lists cannot be matched to its codes
     assert "cannot be matched to images" in capsys.readouterr().err
 
 

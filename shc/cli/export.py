@@ -24,7 +24,7 @@ def run(args) -> None:
     if args.check < 1:
         raise ValueError(f"--check must be a positive integer, got {args.check}")
     encoder = load_run(args.run, device="cpu")
-    pixels = encoder.pixels(run_split_images(encoder.config, "query", args.check))
+    pixels = encoder.pixels(run_split_images(args.run, encoder.config, "query", args.check, args.data_root))
     path = export(encoder, args.format, args.out, pixels)
     with torch.no_grad():
         expected = code_model(encoder)(pixels).numpy()
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "torch"],
                    help="onnx (checked with onnxruntime) or torch (a torch.export program, torch.export.load)")
     p.add_argument("--out", required=True, metavar="FILE", help="e.g. model.onnx or model.pt2")
+    p.add_argument("--data-root", "--data_root", dest="data_root", default=None, metavar="DIR",
+                   help="where the run's dataset is, for the check's query images (default: the image paths the "
+                        "run recorded, else the dataset's standard location; the data_root a run directory "
+                        "records is never read by itself)")
     p.add_argument("--check", type=int, default=64, metavar="N",
                    help="query images the exported model is checked on (default: 64)")
     return p

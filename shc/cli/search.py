@@ -24,7 +24,7 @@ def run(args) -> dict:
         raise ValueError(f"--topk must be a positive integer, got {args.topk}")
     encoder, paths, labels, codes = encode_inputs(args)
     database = (file_database(args.db, encoder.bits, encoder.config["fingerprint"]) if args.db
-                else run_database(args.run, encoder.config))
+                else run_database(args.run, encoder.config, args.data_root))
     results = search_results(codes, database, args.topk, bits=encoder.bits, images=paths, query_labels=labels)
     results["run"] = str(args.run)
     if args.json:
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_arguments(p)
     p.add_argument("--topk", type=int, default=10, metavar="K", help="results per query (default: 10)")
     p.add_argument("--db", metavar="FILE", help="database codes from shc-encode (default: the run's own)")
+    p.add_argument("--data-root", "--data_root", dest="data_root", default=None, metavar="DIR",
+                   help="where the run's dataset is, for thumbnails of in-memory datasets (default: the dataset's "
+                        "standard location; the data_root a run directory records is never read by itself)")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--html", metavar="OUT", help="write a self-contained HTML gallery")
     p.add_argument("--png", metavar="OUT", help="write the query / top-K grid figure")

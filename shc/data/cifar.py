@@ -6,6 +6,7 @@ of the 60,000 images, 100 per class train (10,000), 50 per class are queries (5,
 """
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 
@@ -21,12 +22,43 @@ MEAN = (0.5071, 0.4865, 0.4409)  # of the CIFAR-100 training pixels, in [0, 1]
 STD = (0.2673, 0.2564, 0.2762)
 
 
+def _plain_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:  # an object array's items would be unpickled as whatever the file names
+        raise pickle.UnpicklingError(f"object arrays are not part of the CIFAR format ({dtype})")
+    return dtype
+
+
+def _new_array(subtype, shape, dtype):
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"{subtype!r} is not a numpy array type")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR pickles hold: dicts, lists, bytes, str, numbers and numpy arrays of plain dtypes.
+    A plain pickle.load runs whatever callable a file names (os.system, ...); this refuses every other global."""
+
+    ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype,
+               ("numpy.core.multiarray", "_reconstruct"): _new_array,
+               ("numpy._core.multiarray", "_reconstruct"): _new_array,
+               ("_codecs", "encode"): codecs.encode}  # how Python 3 pickles bytes at protocol 2
+
+    def find_class(self, module, name):
+        found = self.ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of the CIFAR format (refused: a pickle "
+                                         f"naming other objects can run code)")
+        return found
+
+
 def read_pickle(path: str) -> dict:
-    """A CIFAR pickle as a dict with str keys (the originals were written by Python 2)."""
+    """A CIFAR pickle as a dict with str keys (the originals were written by Python 2), read by
+    :class:`_CifarUnpickler`: a crafted file is refused, never run."""
     try:
         with open(path, "rb") as f:
-            content = pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+            content = _CifarUnpickler(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise DataRootError(f"cannot read CIFAR pickle {path}: {e}") from None
     if not isinstance(content, dict):
         raise DataRootError(f"{path}: expected a dict, got {type(content).__name__}")
