@@ -22,3 +22,25 @@ def image_cache_dir(tmp_path_factory):
         os.environ.pop("SHC_CACHE_DIR", None)
     else:
         os.environ["SHC_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(nbytes)`` -> a directory on a tmpfs of that size (a disk that fills up for real), unmounted
+    afterwards; the test is skipped where tmpfs cannot be mounted (not root, a sandbox), the ENOSPC stubs of the
+    same tests still run."""
+    import subprocess
+    mounted = []
+
+    def mount(nbytes: int):
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={nbytes}", "tmpfs", str(where)],
+                              capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)

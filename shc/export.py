@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from shc.atomic import atomic_write, check_free_space
+
 FORMATS = ("onnx", "torch")
 
 
@@ -49,15 +51,18 @@ def export(encoder, fmt: str, out, example: torch.Tensor) -> Path:
         raise ValueError(f"--out {out}: a {fmt} export is written as {suffix} (name it {out.with_suffix(suffix).name})")
     model = code_model(encoder)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the serialisers abort the process (SIGABRT) or leave half a file on a full disk: check the room first
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    check_free_space(out.parent, weights + (weights >> 2) + (4 << 20), out)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     if fmt == "torch":
         program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch}})
-        torch.export.save(program, out)
+        atomic_write(out, lambda tmp: torch.export.save(program, tmp))
     else:
         _require("onnx", "onnxscript")
-        torch.onnx.export(model, (example,), out, input_names=["images"], output_names=["codes"],
-                          dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False,
-                          verbose=False)
+        atomic_write(out, lambda tmp: torch.onnx.export(
+            model, (example,), tmp, input_names=["images"], output_names=["codes"],
+            dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False, verbose=False))
     return out
 
 

@@ -14,6 +14,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from shc.atomic import atomic_write, write_text
+
 THUMB_PX = 96
 FRAME = {True: "#1a9641", False: "#d7191c", None: "#9e9e9e"}
 CSS = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
@@ -79,7 +81,7 @@ def write_html(results: dict, query_sources: list, item_source, out, title: str 
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
             f'{"".join(rows)}</body></html>\n')
-    _write_text(out, page)
+    write_text(out, page)
 
 
 def write_png(results: dict, query_sources: list, item_source, out, title: str = "shc retrieval") -> None:
@@ -100,9 +102,10 @@ def write_png(results: dict, query_sources: list, item_source, out, title: str =
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _tile(ax, img, caption: str, colour: str) -> None:
@@ -115,8 +118,3 @@ def _tile(ax, img, caption: str, colour: str) -> None:
         spine.set_linewidth(3)
     ax.set_title(caption, fontsize=7, pad=2)
 
-
-def _write_text(out, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(text)

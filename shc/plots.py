@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from shc.atomic import atomic_write
 
 
 def plot_pr_curves(curves: dict, path, title: str = "") -> str:
@@ -35,7 +38,7 @@ def plot_pr_curves(curves: dict, path, title: str = "") -> str:
             ax.set_title(title)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        fig.savefig(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix[1:] or "png"))
     finally:
         plt.close(fig)
     return path

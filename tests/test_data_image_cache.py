@@ -207,3 +207,86 @@ def test_shc_cache_build_list_clear(tmp_path, capsys):
     assert "freed" in capsys.readouterr().out and os.listdir(cache) == []
     assert main(["build", "--dataset", "fashion-mnist", "--image-cache", cache]) == 2
     assert "nothing to cache" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a store is verified, not trusted
+def built_store(tmp_path, counts=(2, 2, 5)):
+    root = make_coco_like(str(tmp_path / "coco"), counts, size=(64, 48))
+    paths = load_dataset("coco", root, image_cache="off").database.paths
+    return paths, open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=False)
+
+
+@pytest.mark.parametrize("name, damage, why", [
+    ("pixels.u8", lambda p: os.truncate(p, os.path.getsize(p) - 1), "pixels.u8: .* the index reaches byte"),
+    ("index.npy", lambda p: os.truncate(p, 100), "index.npy: ValueError"),
+    ("meta.json", lambda p: open(p, "w").write("{broken"), "meta.json: JSONDecodeError"),
+    ("meta.json", os.unlink, "meta.json: missing"),
+])
+def test_a_damaged_store_is_refused_naming_it_and_rebuilt(tmp_path, monkeypatch, capsys, name, damage, why):
+    paths, store = built_store(tmp_path)
+    pixels = np.array(store.pixels)
+    damage(store.path / name)
+    with pytest.raises(image_cache.DamagedStoreError, match=f"store {store.path} is damaged \\({why}"):
+        ImageStore(store.path)
+    calls = count_decodes(monkeypatch)
+    again = open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=True)
+    assert len(calls) == len(paths) and np.array_equal(np.asarray(again.pixels), pixels)
+    assert f"{store.path} is damaged" in capsys.readouterr().err
+
+
+def test_flipped_pixels_fail_their_first_read_then_the_store_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_cache, "CHUNK", 2)
+    paths, store = built_store(tmp_path)
+    good = [np.array(store.image(r)) for r in range(len(paths))]
+    offset = int(store.index[3, 0]) + 7  # record 3: the second chunk
+    with open(store.path / "pixels.u8", "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x10]))
+    damaged = ImageStore(store.path)  # sizes all fine: only the checksum tells
+    assert np.array_equal(damaged.image(0), good[0])  # another chunk reads fine
+    with pytest.raises(image_cache.DamagedStoreError, match=r"records 2\.\.3 do not match their checksum"):
+        damaged.crops(np.array([4, 3]), np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, bool), 8)
+    rebuilt = open_or_build(paths, 40, tmp_path / "cache", workers=1, progress=False)
+    assert all(np.array_equal(rebuilt.image(r), good[r]) for r in range(len(paths)))
+
+
+def test_shc_cache_list_and_clear_work_around_a_broken_store(tmp_path, capsys):
+    from shc.cli.cache import main
+    paths, store = built_store(tmp_path)
+    other = open_or_build(paths[:2], 40, tmp_path / "cache", workers=1, progress=False)
+    (store.path / "meta.json").write_text("{broken")
+    assert main(["list", "--image-cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert f"{other.path.name}          2 images" in out
+    assert f"{store.path.name}  broken: image cache store {store.path} is damaged (meta.json" in out
+    assert "1 store(s) (1 broken, removed by shc-cache clear)" in out
+    assert main(["clear", "--image-cache", str(tmp_path / "cache")]) == 0
+    assert not store.path.exists() and not other.path.exists()
+
+
+def test_resumed_build_on_a_full_disk_is_an_error_naming_the_file_not_a_bus_error(tmp_path, monkeypatch, small_disk):
+    """The pixel file of an interrupted build is sparse where nothing was written yet; a resumed build that
+    writes into it through the map on a full disk used to die of SIGBUS."""
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 4), size=(640, 480))
+    paths = load_dataset("coco", root, image_cache="off").database.paths
+    cache = small_disk(4 << 20)
+    monkeypatch.setattr(image_cache, "CHUNK", 1)
+    monkeypatch.setattr(image_cache, "DISK_RESERVE", 0)
+    count_decodes(monkeypatch, fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        open_or_build(paths, 256, cache, workers=1, progress=False)
+    partial = next(cache.glob("*.partial"))
+    size = os.path.getsize(partial / "pixels.u8")  # 4 x 256 x 341 x 3 bytes
+    os.truncate(partial / "pixels.u8", 0)  # as an older build left it: sparse, holes where not yet written
+    os.truncate(partial / "pixels.u8", size)
+    (cache / "filler").write_bytes(b"\0" * (shutil_free(cache) - size // 2))
+    count_decodes(monkeypatch)
+    with pytest.raises(OSError, match=f"cannot write {partial / 'pixels.u8'} \\(it needs 1.0 MB\\): the disk is full"):
+        open_or_build(paths, 256, cache, workers=1, progress=False)
+
+
+def shutil_free(path):
+    import shutil
+    return shutil.disk_usage(path).free

@@ -4,6 +4,7 @@ One tiny Fashion-MNIST run (csq centers: no stage 1; 16 bits, 1 epoch) serves th
 written as PNG files in the dataset's query order, under a class-id directory each (ImageFolder labels).
 """
 import json
+import os
 import shutil
 
 import numpy as np
@@ -304,3 +305,16 @@ def test_a_crafted_run_directory_cannot_run_code(run, tmp_path, capsys, monkeypa
         code, _, err = cli(main, capsys, "--run", crafted, *argv, "--data-root", evil)
         assert code == 2 and "posix.system is not part of the CIFAR format" in err, err
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch"])
+def test_export_on_a_full_disk_is_one_line_and_leaves_no_file(run, capsys, small_disk, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out, _, _, _ = run
+    disk = small_disk(64 << 10)
+    model = disk / ("m.onnx" if fmt == "onnx" else "m.pt2")
+    code, _, err = cli(export_main, capsys, "--run", out, "--format", fmt, "--out", model)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {model} (it needs" in err and "the disk is full" in err
+    assert os.listdir(disk) == []

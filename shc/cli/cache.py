@@ -42,13 +42,16 @@ def run(args) -> None:
     if args.command == "build":
         _build(args)
     elif args.command == "list":
-        stores = image_cache.list_stores(cache_dir)
+        stores, broken = image_cache.list_stores(cache_dir)
         for s in stores:
             bad = f", {len(s.errors)} unreadable" if s.errors else ""
             print(f"{s.path.name}  {len(s):>9,} images{bad}  {image_cache.human_size(s.nbytes):>9}  "
                   f"{s.resize_size}px  built {s.created}  {s.images_under}")
+        for path, why in broken.items():
+            print(f"{path.name}  broken: {why}")
         total = sum(s.nbytes for s in stores)
-        print(f"{len(stores)} store(s), {image_cache.human_size(total)} in {cache_dir}")
+        damaged = f" ({len(broken)} broken, removed by shc-cache clear)" if broken else ""
+        print(f"{len(stores)} store(s){damaged}, {image_cache.human_size(total)} in {cache_dir}")
     else:
         print(f"freed {image_cache.human_size(image_cache.clear_cache(cache_dir))} in {cache_dir}")
 

@@ -5,13 +5,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 
-import numpy as np
 
+from shc.atomic import write_json_file, write_npy
 from shc.centers import METHODS, center_report, check_similarity, gv_distance, kernels_compiled, make_centers
 from shc.cli._errors import run_cli
 
@@ -49,12 +47,9 @@ def run(args) -> dict:
     seconds = time.perf_counter() - start
     report = {"method": args.method, "seed": args.seed, **center_report(centers, similarity=similarity),
               "seconds": seconds}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.save(args.out, centers)
+    write_npy(args.out, centers)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json_file(args.json, report)
     if not args.quiet:
         loss = f", semantic loss {report['semantic_loss']:.5f}" if "semantic_loss" in report else ""
         print(f"{args.method}: {classes} centers x {args.bits} bits -> {args.out}; distance min {report['min_distance']}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ import time
 # CPU from the engine's threads. Set before numpy is imported; an explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from shc.atomic import write_json_file  # noqa: E402
 from shc.cli._errors import check_output_path, run_cli  # noqa: E402
 
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
@@ -84,10 +84,7 @@ def run(args) -> dict:
     report.seconds = time.perf_counter() - start  # the whole job: loading, packing, ranking
     result = report.to_dict()
     if args.json:
-        if os.path.dirname(args.json):
-            os.makedirs(os.path.dirname(args.json), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json_file(args.json, result)
     if args.pr_curve:
         plot_pr_curves(report.pr_curves(), args.pr_curve,
                        title=f"{report.bits} bits, {report.n_query} queries, ties={report.ties}")

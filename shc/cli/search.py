@@ -9,8 +9,6 @@ distance, ties by database index (shc.search, the compiled engine). Bad input: o
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 
 from shc.cli._errors import run_cli
@@ -18,6 +16,7 @@ from shc.cli.encode import add_encoder_arguments, encode_inputs
 
 
 def run(args) -> dict:
+    from shc.atomic import write_json_file
     from shc.gallery import write_html, write_png
     from shc.retrieval import file_database, run_database, search_results
     if args.topk < 1:
@@ -28,10 +27,7 @@ def run(args) -> dict:
     results = search_results(codes, database, args.topk, bits=encoder.bits, images=paths, query_labels=labels)
     results["run"] = str(args.run)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json_file(args.json, results)
     title = f"{args.run}: top {results['k']} by Hamming distance"
     for out, write in ((args.html, write_html), (args.png, write_png)):
         if out:

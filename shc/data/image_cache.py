@@ -8,33 +8,50 @@ are FFCV's raw layout; a fixed-size record format would either crop or pad, and 
 would decode on every read. A store is found by a key hashed from every image's (path, size, mtime), the
 resize and the store format, so a changed image, list or transform never reuses stale pixels.
 
-Building is crash-safe: records are decoded into ``KEY.partial/`` (pre-sized from the image headers, after a
-disk-space check), each finished chunk is marked in ``done.npy``, and the directory is renamed into place only
-when complete. An interrupted build resumes where it stopped; a lock file makes concurrent builders (several
-ranks, two runs) wait for one.
+Building is crash-safe: records are decoded into ``KEY.partial/`` (its pixel file allocated in full from the
+image headers, after a disk-space check, so a full disk is an error before decoding and never a SIGBUS inside
+the map; resumed builds allocate again), each finished chunk is marked in ``done.npy``, and the directory is
+renamed into place only when complete. An interrupted build resumes where it stopped; a lock file makes
+concurrent builders (several ranks, two runs) wait for one.
+
+A store is not trusted blindly: opening one checks that its files are there, parse, and agree (record count,
+index bounds, pixel file size), and each chunk of CHUNK records carries a CRC-32 checked the first time one of
+its records is read. A store failing on open is rebuilt (saying why); a chunk failing later stops the run with a
+message naming the store, which is marked damaged so the next run rebuilds it.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from shc.atomic import disk_full_error, fsync_path, human_size, write_npy, write_text
 from shc.data.base import ImageReadError
 from shc.data.decode import crop_window, decode_resized, image_size, resized_shape
 from shc.progress import show_progress
 
 CACHE_ENV = "SHC_CACHE_DIR"
-STORE_FORMAT = 1        # bump when the layout or the pixels' meaning changes: old stores are then not found
-CHUNK = 64              # records decoded between two marks in done.npy
+STORE_FORMAT = 2        # bump when the layout or the pixels' meaning changes: old stores are then not found
+CHUNK = 64              # records decoded between two marks in done.npy, and covered by one checksum
+DISK_RESERVE = 64 << 20  # bytes a build leaves free for everything else
+DAMAGED = "damaged"     # a file in a store whose checksum failed: the next open_or_build rebuilds it
+_STORE_NAME = re.compile(r"^[0-9a-f]{32}(\.partial)?$")
+
+
+class DamagedStoreError(OSError):
+    """A store's files are missing, truncated or altered. The message names the store."""
 
 
 def default_cache_dir() -> Path:
@@ -57,20 +74,45 @@ def default_workers() -> int:
 
 
 class ImageStore:
-    """A finished store, memory-mapped read-only."""
+    """A finished store, memory-mapped read-only; its files are checked on open (DamagedStoreError naming the
+    store and the file at fault) and each chunk's checksum on its first read."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        meta = json.loads((self.path / "meta.json").read_text())
-        self.paths: list[str] = meta["paths"]
-        self.resize_size: int = meta["resize_size"]
-        self.errors: dict[int, str] = {int(k): v for k, v in meta["errors"].items()}
-        self.created: str = meta.get("created", "")
-        self.images_under: str = meta.get("images_under", "")
-        self.index = np.load(self.path / "index.npy")
-        size = os.path.getsize(self.path / "pixels.u8")
+        try:
+            meta = json.loads((self.path / "meta.json").read_text())
+            self.paths: list[str] = list(meta["paths"])
+            self.resize_size: int = int(meta["resize_size"])
+            self.errors: dict[int, str] = {int(k): str(v) for k, v in meta["errors"].items()}
+            self._checksums = np.asarray(meta["chunk_crc32"], np.int64)
+            self.created: str = str(meta.get("created", ""))
+            self.images_under: str = str(meta.get("images_under", ""))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._damaged(f"meta.json: {_why(exc)}") from None
+        try:
+            self.index = np.load(self.path / "index.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise self._damaged(f"index.npy: {_why(exc)}") from None
+        if self.index.dtype != np.int64 or self.index.shape != (len(self.paths), 3):
+            raise self._damaged(f"index.npy: {self.index.dtype} {self.index.shape} for {len(self.paths)} images")
+        try:
+            size = os.path.getsize(self.path / "pixels.u8")
+        except OSError as exc:
+            raise self._damaged(f"pixels.u8: {_why(exc)}") from None
+        end = int((self.index[:, 0] + self.index[:, 1] * self.index[:, 2] * 3).max()) if len(self.index) else 0
+        if (self.index < 0).any() or end > size:
+            raise self._damaged(f"pixels.u8: {size:,} bytes, the index reaches byte {end:,}")
+        if len(self._checksums) != -(-len(self.paths) // CHUNK):
+            raise self._damaged(f"meta.json: {len(self._checksums)} checksums for {len(self.paths)} images")
+        if (self.path / DAMAGED).exists():
+            raise self._damaged((self.path / DAMAGED).read_text().strip())
         self.pixels = np.memmap(self.path / "pixels.u8", np.uint8, "r") if size else np.zeros(0, np.uint8)
+        self._checked = np.zeros(len(self._checksums), bool)
         self._record = {os.path.abspath(p): i for i, p in enumerate(self.paths)}
+
+    def _damaged(self, why: str) -> DamagedStoreError:
+        return DamagedStoreError(f"image cache store {self.path} is damaged ({why}); it is rebuilt on the next "
+                                 f"load, or remove it with shc-cache clear")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,8 +132,22 @@ class ImageStore:
         """One record as a read-only uint8 ``(H, W, 3)`` view of the map."""
         if record in self.errors:
             raise ImageReadError(self.errors[record])
+        if not self._checked[record // CHUNK]:
+            self._check_chunk(record // CHUNK)
         offset, h, w = (int(v) for v in self.index[record])
         return self.pixels[offset:offset + h * w * 3].reshape(h, w, 3)
+
+    def _check_chunk(self, chunk: int) -> None:
+        """Compare the chunk's pixels with their checksum (once per process; threads may race: same answer)."""
+        if _chunk_crc32(self.pixels, self.index, chunk) != self._checksums[chunk]:
+            why = (f"pixels.u8: the pixels of records {chunk * CHUNK}..{min(len(self), (chunk + 1) * CHUNK) - 1} "
+                   f"do not match their checksum")
+            try:  # so that the next open_or_build rebuilds it rather than failing again mid-run
+                (self.path / DAMAGED).write_text(why + "\n")
+            except OSError:
+                pass
+            raise self._damaged(why)
+        self._checked[chunk] = True
 
     def crops(self, records, tops, lefts, flips, size: int, out: np.ndarray | None = None) -> np.ndarray:
         """``(B, size, size, 3)`` windows: record ``records[b]`` from ``(tops[b], lefts[b])``, mirrored where
@@ -103,20 +159,28 @@ class ImageStore:
         return out
 
 
-def list_stores(cache_dir: str | os.PathLike | None = None) -> list[ImageStore]:
-    """The finished stores in ``cache_dir`` (default: :func:`default_cache_dir`), oldest first."""
+def list_stores(cache_dir: str | os.PathLike | None = None) -> tuple[list[ImageStore], dict[Path, str]]:
+    """The finished stores in ``cache_dir`` (default: :func:`default_cache_dir`), oldest first, and the broken
+    ones ``{directory: why}`` (a damaged store does not hide the others)."""
     cache_dir = resolve_cache_dir(cache_dir)
-    found = [ImageStore(d) for d in sorted(cache_dir.glob("*")) if (d / "meta.json").is_file()]
-    return sorted(found, key=lambda s: s.created)
+    found, broken = [], {}
+    for d in sorted(cache_dir.glob("*")):
+        if d.is_dir() and _STORE_NAME.match(d.name) and not d.name.endswith(".partial"):
+            try:
+                found.append(ImageStore(d))
+            except DamagedStoreError as exc:
+                broken[d] = str(exc)
+    return sorted(found, key=lambda s: s.created), broken
 
 
 def clear_cache(cache_dir: str | os.PathLike | None = None) -> int:
-    """Remove every store, interrupted build and lock in ``cache_dir``; returns the bytes freed."""
+    """Remove every store (broken ones too), interrupted build and lock in ``cache_dir``; returns the bytes
+    freed."""
     cache_dir = resolve_cache_dir(cache_dir)
     freed = 0
     for entry in cache_dir.glob("*") if cache_dir.is_dir() else ():
-        if entry.is_dir() and ((entry / "meta.json").is_file() or entry.name.endswith(".partial")):
-            freed += sum(f.stat().st_blocks * 512 for f in entry.iterdir())
+        if entry.is_dir() and _STORE_NAME.match(entry.name):
+            freed += sum(f.stat().st_blocks * 512 for f in entry.iterdir() if f.is_file())
             shutil.rmtree(entry)
         elif entry.suffix == ".lock":
             entry.unlink()
@@ -142,17 +206,33 @@ def open_or_build(paths: list[str], resize_size: int, cache_dir: str | os.PathLi
     cache_dir = resolve_cache_dir(cache_dir)
     key = store_key(paths, resize_size)[:32]
     final = cache_dir / key
-    if (final / "meta.json").is_file():
-        return ImageStore(final)
+    store = _open_sound(final)
+    if store is not None:
+        return store
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"image cache: cannot create {cache_dir}: {e.strerror}; choose another place with "
                       f"--image-cache DIR or turn the cache off with --image-cache off") from None
     with _lock(cache_dir / f"{key}.lock"):
-        if not (final / "meta.json").is_file():  # another process may have built it while we waited
+        store = _open_sound(final, say_why=progress)  # another process may have built it while we waited
+        if store is None:
+            shutil.rmtree(final, ignore_errors=True)  # a damaged store (or one missing its meta.json) is replaced
             _build(final, paths, resize_size, workers or default_workers(), progress)
-    return ImageStore(final)
+            store = ImageStore(final)
+    return store
+
+
+def _open_sound(final: Path, say_why: bool = False) -> ImageStore | None:
+    """The store at ``final`` if it is there and sound; None to (re)build it (saying why, for a damaged one)."""
+    if not final.exists():
+        return None
+    try:
+        return ImageStore(final)
+    except DamagedStoreError as exc:
+        if say_why:
+            print(f"{exc}: rebuilding it", file=sys.stderr)
+        return None
 
 
 @contextmanager
@@ -171,14 +251,52 @@ def _build(final: Path, paths: list[str], resize_size: int, workers: int, progre
     if index is None:
         shutil.rmtree(partial, ignore_errors=True)
         index = _plan(partial, paths, resize_size, workers, progress)
+    else:
+        _allocate(partial / "pixels.u8", _total_bytes(index))  # a resumed build needs its room too
     done = np.load(partial / "done.npy", mmap_mode="r+")
     errors = _decode_into(partial, paths, resize_size, index, done, workers, progress)
+    pixels = np.memmap(partial / "pixels.u8", np.uint8, "r") if _total_bytes(index) else np.zeros(0, np.uint8)
+    with ThreadPoolExecutor(workers) as pool:  # zlib releases the GIL on large buffers
+        checksums = list(pool.map(lambda c: _chunk_crc32(pixels, index, c), range(-(-len(paths) // CHUNK))))
+    del pixels
     meta = {"format": STORE_FORMAT, "resize_size": resize_size, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "images_under": os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else "",
-            "paths": paths, "errors": errors}
-    (partial / "meta.json").write_text(json.dumps(meta))
-    np.save(partial / "index.npy", index)
+            "paths": paths, "errors": errors, "chunk_crc32": checksums}
+    write_npy(partial / "index.npy", index)
+    write_text(partial / "meta.json", json.dumps(meta))  # last: a store without it is not a store
+    fsync_path(partial / "pixels.u8")
     os.replace(partial, final)
+    fsync_path(final.parent)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200]
+
+
+def _chunk_crc32(pixels: np.ndarray, index: np.ndarray, chunk: int) -> int:
+    """CRC-32 of the pixels of records ``chunk * CHUNK ...`` (contiguous: records are laid out in order)."""
+    rows = index[chunk * CHUNK:(chunk + 1) * CHUNK]
+    start, end = int(rows[0, 0]), int(rows[-1, 0] + rows[-1, 1] * rows[-1, 2] * 3)
+    return zlib.crc32(pixels[start:end]) if end > start else 0
+
+
+def _allocate(path: Path, nbytes: int) -> None:
+    """Give the file ``nbytes`` of real blocks now: writing a sparse file through a map on a full disk is a
+    SIGBUS ("Bus error"), not an error that can be reported."""
+    if not nbytes:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full_error(path, nbytes) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without fallocate: stay sparse
+            raise
+    finally:
+        os.close(fd)
 
 
 def _resume_index(partial: Path, n: int) -> np.ndarray | None:
@@ -214,18 +332,22 @@ def _plan(partial: Path, paths: list[str], resize_size: int, workers: int, progr
     total = int(sizes.sum())
     partial.mkdir(parents=True)
     free = shutil.disk_usage(partial).free
-    if total > free - (64 << 20):  # keep some room for everything else
+    if total + DISK_RESERVE > free:
         shutil.rmtree(partial, ignore_errors=True)
-        raise OSError(f"image cache: {len(paths)} images need {human_size(total)} in {partial.parent} but "
-                      f"only {human_size(free)} are free; free some space, put the cache elsewhere with "
-                      f"--image-cache DIR (image_cache=DIR), or turn it off with --image-cache off")
+        raise OSError(f"image cache: {len(paths)} images need {human_size(total)} in {partial.parent}, plus "
+                      f"{human_size(DISK_RESERVE)} kept free for everything else, but only {human_size(free)} are "
+                      f"free; free some space, put the cache elsewhere with --image-cache DIR (image_cache=DIR), "
+                      f"or turn it off with --image-cache off")
     if progress:
         print(f"image cache: decoding {len(paths):,} images once into {partial.parent} ({human_size(total)}); "
               f"later passes read them from there", file=sys.stderr)
-    with open(partial / "pixels.u8", "wb") as f:
-        f.truncate(total)  # sparse until written
-    np.save(partial / "done.npy", np.zeros(len(paths), bool))
-    np.save(partial / "plan.npy", index)  # last: its presence means the plan is complete
+    try:
+        _allocate(partial / "pixels.u8", total)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    write_npy(partial / "done.npy", np.zeros(len(paths), bool))
+    write_npy(partial / "plan.npy", index)  # last: its presence means the plan is complete
     return index
 
 
@@ -263,11 +385,3 @@ def _decode_into(partial: Path, paths, resize_size: int, index: np.ndarray, done
     for r in errors:
         index[int(r), 1:] = 0
     return errors
-
-
-def human_size(nbytes: int) -> str:
-    """Bytes for messages: GB, MB or kB, whichever reads best."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
-        if nbytes >= 0.1 * scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes / 1e3:.1f} kB"

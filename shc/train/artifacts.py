@@ -2,8 +2,10 @@
 
 Every artifact carries the fingerprint of everything it was computed from (options, seeds, data identity,
 the content of upstream artifacts). A rerun reuses an artifact only when its fingerprint matches, so a stale
-artifact is never used. Writes go to a temporary file in the same directory and are moved into place with
-os.replace, so an interrupted run leaves either the old artifact or the new one, never half a file.
+artifact is never used. Every output file of the package is written by :func:`atomic_write`: a temporary file in
+the same directory, fsync'd, moved into place with os.replace, then the directory fsync'd — so a crash, a kill or
+a power cut leaves either the old file or the new one, never half a file, and a full disk is one error naming
+the file.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from shc.atomic import atomic_write, write_npy  # the one write path of every output
 
 FORMAT_VERSION = 1  # bump when the meaning of an artifact changes, so old ones are recomputed
 
@@ -44,28 +48,6 @@ def _jsonable(obj):
     raise TypeError(f"cannot fingerprint {type(obj).__name__}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the file onto ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the artifact is a file like any other
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process's umask (reading it means setting it: put straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) and check a file can be written in it, before any work is done for it:
     OSError naming the directory otherwise."""
@@ -89,10 +71,7 @@ def write_json(path, obj) -> None:
 
 
 def write_array(path, array: np.ndarray) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-    atomic_write(path, write)
+    write_npy(path, array)
 
 
 def _sidecar(path) -> Path:
