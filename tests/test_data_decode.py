@@ -95,3 +95,29 @@ def test_a_file_that_is_no_image_is_one_plain_line(tmp_path):
         with pytest.raises(ImageReadError) as info:
             read()
         assert str(info.value) == f"cannot read image {path}: not an image file, or a format PIL cannot read"
+
+
+@pytest.mark.parametrize("width, height, fmt", [(100000, 1, "PNG"), (2, 20000, "PNG"), (3300, 100, "JPEG")])
+def test_images_beyond_the_size_bounds_are_refused_before_allocating(tmp_path, monkeypatch, width, height, fmt):
+    """A 177-byte 100000x1 PNG resized to a 256 shorter side would ask for 19.7 GB: refused from its header,
+    naming the file, before anything is decoded or resized, on every decoding path."""
+    from shc.data import decode
+    path = str(tmp_path / f"long.{fmt.lower()}")
+    Image.new("RGB", (width, height)).save(path, format=fmt)
+    touched = []
+    monkeypatch.setattr(decode, "resize_pixels", lambda *a: touched.append(a))
+    monkeypatch.setattr(decode, "rgb_pixels", lambda *a: touched.append(a))
+    message = rf"^cannot read image {path}: {width}x{height} pixels, an aspect ratio beyond the 32:1 allowed"
+    for read in (lambda: decode_resized(path, 256), lambda: decode.image_size(path), lambda: load_rgb(path),
+                 lambda: decode_resized_batch([path], 256, device="cpu")):
+        with pytest.raises(ImageReadError, match=message):
+            read()
+    assert touched == []
+
+
+def test_pixel_count_is_bounded_like_pils_bomb_limit():
+    from shc.data.decode import MAX_PIXELS, ImageSizeError, check_dimensions
+    check_dimensions(MAX_PIXELS // 10000, 10000)
+    with pytest.raises(ImageSizeError, match="20000x20000 pixels, more than the 178,956,970 one image may have"):
+        check_dimensions(20000, 20000)
+    assert MAX_PIXELS == 2 * Image.MAX_IMAGE_PIXELS

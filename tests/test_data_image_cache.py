@@ -290,3 +290,14 @@ def test_resumed_build_on_a_full_disk_is_an_error_naming_the_file_not_a_bus_erro
 def shutil_free(path):
     import shutil
     return shutil.disk_usage(path).free
+
+
+def test_an_image_beyond_the_size_bounds_is_named_or_skipped(tmp_path):
+    root = make_coco_like(str(tmp_path / "coco"), (2, 2, 3), size=(64, 48))
+    long = load_dataset("coco", root, image_cache="off").database.paths[1]
+    Image.new("RGB", (100000, 1)).save(long, format="PNG")  # 177 bytes, 19.7 GB once resized
+    with pytest.raises(OSError, match=rf"1 of 5 images cannot be read: cannot read image {long}: 100000x1 pixels, "
+                                      rf"an aspect ratio beyond the 32:1 allowed.*--skip-unreadable"):
+        load_dataset("coco", root, resize_size=40, crop_size=32, progress=False)
+    ds = load_dataset("coco", root, resize_size=40, crop_size=32, progress=False, skip_unreadable=True)
+    assert ds.skipped == (long,) and long not in ds.database.paths and len(ds.database) == 2

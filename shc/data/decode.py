@@ -6,6 +6,10 @@ faster than PIL's and torchvision's decoders, which are deprecated for decoding 
 and JPEGs libjpeg-turbo rejects, are read by PIL. Every image is then resized by one function, torch's
 antialiased bilinear resize on uint8 (torchvision's ``Resize``; within 0.01 grey levels of PIL's bilinear on
 average), so the cached and uncached paths give the same pixels.
+
+Sizes are bounded before anything is allocated: at most MAX_PIXELS decoded pixels and an aspect ratio of at most
+MAX_ASPECT:1 (a 177-byte 100000x1 PNG would otherwise ask for 19.7 GB once its shorter side is resized to 256).
+An image beyond them is refused like an unreadable one, naming the file (``--skip-unreadable`` leaves it out).
 """
 from __future__ import annotations
 
@@ -18,10 +22,27 @@ from PIL import Image
 from shc.data.base import ImageReadError
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+MAX_PIXELS = 178_956_970  # decoded pixels of one image: PIL's own decompression-bomb limit (2 x MAX_IMAGE_PIXELS)
+MAX_ASPECT = 32           # longer side / shorter side: the resize keeps the ratio, so this bounds its output
+
+
+class ImageSizeError(ValueError):
+    """An image's dimensions are beyond MAX_PIXELS or MAX_ASPECT (the message says which)."""
+
+
+def check_dimensions(height: int, width: int) -> None:
+    """ImageSizeError unless ``height`` x ``width`` pixels are within the bounds (before decoding or resizing)."""
+    if height * width > MAX_PIXELS:
+        raise ImageSizeError(f"{width}x{height} pixels, more than the {MAX_PIXELS:,} one image may have")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise ImageSizeError(f"{width}x{height} pixels, an aspect ratio beyond the {MAX_ASPECT}:1 allowed (its "
+                             f"resize keeps the ratio: too large)")
 
 
 def resized_shape(height: int, width: int, resize_size: int) -> tuple[int, int]:
-    """Shape after resizing the shorter side to ``resize_size``, torchvision's ``Resize(int)`` rule."""
+    """Shape after resizing the shorter side to ``resize_size``, torchvision's ``Resize(int)`` rule
+    (ImageSizeError for dimensions beyond the bounds)."""
+    check_dimensions(height, width)
     short, long = (width, height) if width <= height else (height, width)
     new_long = int(resize_size * long / short)
     return (new_long, resize_size) if width <= height else (resize_size, new_long)
@@ -45,6 +66,10 @@ def image_size(path: str) -> tuple[int, int]:
         raise ImageReadError(f"cannot read image {path}: {read_error(e)}") from None
     if width < 1 or height < 1:
         raise ImageReadError(f"cannot read image {path}: empty ({width}x{height})")
+    try:
+        check_dimensions(height, width)
+    except ImageSizeError as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
     return height, width
 
 
@@ -69,6 +94,8 @@ def read_error(e: Exception) -> str:
     """Why an image could not be read, in one line (not PIL's 'cannot identify image file <_io.BytesIO ...>')."""
     if isinstance(e, Image.UnidentifiedImageError):
         return "not an image file, or a format PIL cannot read"
+    if isinstance(e, ImageSizeError):
+        return str(e)
     return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
@@ -123,6 +150,8 @@ def decode_resized_batch(paths: list[str], resize_size: int, device="cuda") -> l
         except OSError as e:
             raise ImageReadError(f"cannot read image {path}: {read_error(e)}") from None
     jpegs = [i for i, data in enumerate(datas) if data.startswith(JPEG_SIGNATURE)]
+    for i in jpegs:  # nvjpeg decodes at full size: bound the size from the header first
+        _check_jpeg_header(paths[i], datas[i])
     buffers = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpegs]
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (for TorchCodec)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -142,6 +171,18 @@ def decode_resized_batch(paths: list[str], resize_size: int, device="cuda") -> l
     return images
 
 
+def _check_jpeg_header(path: str, data: bytes) -> None:
+    import simplejpeg
+    try:
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    except ValueError:
+        return  # unreadable header: the decoders say why
+    try:
+        check_dimensions(height, width)
+    except ImageSizeError as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
+
+
 def _decode_one_jpeg(buffer: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     from torchvision.io import ImageReadMode, decode_jpeg
     try:
@@ -157,16 +198,20 @@ def _decode(data: bytes, resize_size: int) -> np.ndarray:
         import simplejpeg
         try:
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
-            target = resized_shape(height, width, resize_size)
+        except ValueError:
+            height = width = None  # a header libjpeg-turbo rejects: PIL reads what it can
+        if height is not None:
+            target = resized_shape(height, width, resize_size)  # ImageSizeError before anything is decoded
             factor = 1
             while factor < 8 and min(height / target[0], width / target[1]) >= 2 * factor:
                 factor *= 2
-            # exactly 1/factor: libjpeg also scales by M/8 (7/8, 5/8, ...), which blurs before the resize does
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=factor,
-                                          min_height=-(-height // factor), min_width=-(-width // factor))
-        except ValueError:
-            pass  # CMYK, arithmetic-coded or slightly damaged files: PIL reads what it can
+            try:  # exactly 1/factor: libjpeg also scales by M/8 (7/8, 5/8, ...), which blurs before the resize
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=factor,
+                                              min_height=-(-height // factor), min_width=-(-width // factor))
+            except ValueError:
+                pass  # CMYK, arithmetic-coded or slightly damaged files: PIL reads what it can
     with Image.open(io.BytesIO(data)) as img:
+        check_dimensions(img.height, img.width)  # the header's size, before the pixels are decoded
         return rgb_pixels(img)
 
 

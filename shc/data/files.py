@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from shc.data.base import DataRootError, ImageReadError, Split
-from shc.data.decode import crop_window, decode_resized, read_error, rgb_pixels
+from shc.data.decode import check_dimensions, crop_window, decode_resized, read_error, rgb_pixels
 from shc.data.image_cache import ImageStore, default_workers
 from shc.data.memory import normalize
 from shc.data.sampling import batch_slices, crop_flip_params, sample_bits
@@ -139,6 +139,7 @@ def load_rgb(path: str) -> Image.Image:
     """Decode an image as RGB with PIL; any failure raises :class:`ImageReadError` naming the file."""
     try:
         with Image.open(path) as img:
+            check_dimensions(img.height, img.width)
             return Image.fromarray(rgb_pixels(img))  # forces the full decode inside the try
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
