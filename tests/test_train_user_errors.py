@@ -102,3 +102,53 @@ def test_encode_on_an_interrupted_run_says_to_finish_training(tmp_path, capsys):
     (run / "checkpoints" / "hashnet.pt").unlink()  # interrupted before stage 3 began
     err = one_line_error(capsys, encode_main, "--run", run, "--images", run / "none.png", "--out", tmp_path / "c.npy")
     assert "training is unfinished" in err and "--resume" in err
+
+
+def test_resume_from_an_unreadable_checkpoint_says_so(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(tiny(tmp_path, centers="csq"), callback=Recorder(stop_at=("stage3", 2)))
+    ckpt = tmp_path / "run" / "checkpoints" / "hashnet.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    capsys.readouterr()
+    rec = Recorder()
+    run_pipeline(tiny(tmp_path, centers="csq", resume=True), callback=rec)
+    out = capsys.readouterr().out
+    assert rec.epochs == [("stage3", 1), ("stage3", 2), ("stage3", 3)]
+    assert f"note: cannot resume stage 3 from {ckpt}: it cannot be read (truncated, damaged or not a checkpoint); " \
+           f"starting stage 3 over" in out
+
+
+def _train_process(tmp_path, *extra):
+    import os
+    import subprocess
+    import sys
+    argv = [sys.executable, "-m", "shc.cli.train", "--dataset", "synthetic", "--centers", "csq", "--bits", "16",
+            "--epoch", "50", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run"), *extra]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith(field + ":"))
+
+
+@pytest.mark.parametrize("signum, code, said", [(15, 143, "stopped (SIGTERM)"), (2, 130, "interrupted")])
+def test_sigterm_and_ctrl_c_stop_in_one_line_saying_to_resume(tmp_path, signum, code, said):
+    """Once training runs, and in the first moments while the modules import (Ctrl-C there printed a
+    KeyboardInterrupt traceback): one line naming --resume, never a traceback or a silent exit."""
+    import time
+    for wait_for_epoch in (True, False):
+        process = _train_process(tmp_path)
+        if wait_for_epoch:
+            for line in process.stdout:
+                if "stage3 epoch 1/50" in line:
+                    break
+        else:  # as soon as shc-train runs (its SIGTERM handler is there): torch and the rest still import
+            while not int(_status(process.pid, "SigCgt"), 16) & (1 << 14) and process.poll() is None:
+                time.sleep(0.005)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == code, err
+        assert err.strip().splitlines()[-1] == f"shc-train: {said}; rerun the same command with --resume to continue"
+        assert "Traceback" not in err

@@ -1,6 +1,8 @@
 """One error policy for the command-line tools: bad input is one line on stderr and exit 2, never a traceback."""
 import os
+import signal
 import sys
+import threading
 
 # What bad input raises: invalid values and types, and unreadable / missing / unwritable files.
 USER_ERRORS = (ValueError, TypeError, OSError)
@@ -30,10 +32,40 @@ def check_output_path(path: str, option: str) -> None:
         raise ValueError(f"{option} {path}: {existing} is not writable")
 
 
-def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "interrupted") -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``), raised where the process is so that it stops as on Ctrl-C:
+    unwinding, temporary files removed, one line said."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def run_cli(prog: str, fn, args, *, context: str = "", hint: str = "", sigterm: bool = False) -> int:
     """Run ``fn(args)`` and turn user errors into ``PROG: error: CONTEXTmessage`` (exit 2), CommandFailed into the
-    same line with its code, Ctrl-C into ``PROG: INTERRUPTED`` (exit 130) and a closed output pipe into a quiet
-    exit 1. An int that ``fn`` returns is the exit code (0 otherwise)."""
+    same line with its code, Ctrl-C into ``PROG: interrupted HINT`` (exit 130) — and with ``sigterm``, SIGTERM
+    into ``PROG: stopped (SIGTERM) HINT`` (exit 143) — and a closed output pipe into a quiet exit 1. An int that
+    ``fn`` returns is the exit code (0 otherwise). ``fn`` may parse the arguments itself, so that a Ctrl-C while
+    the heavy modules import is caught too."""
+    previous = None
+    if sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(prog, fn, args, context, hint)
+    except KeyboardInterrupt as exc:  # raised outside _run's own handler (while it printed): still one line
+        return _stopped(prog, exc, hint)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(prog: str, exc: KeyboardInterrupt, hint: str) -> int:
+    terminated = isinstance(exc, Terminated)
+    print(f"{prog}: {'stopped (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else 130
+
+
+def _run(prog: str, fn, args, context: str, hint: str) -> int:
     try:
         result = fn(args)
     except BrokenPipeError:  # the reader went away (`shc-eval ... | head`): stop quietly, as other Unix tools do
@@ -45,7 +77,6 @@ def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "inter
     except USER_ERRORS as exc:
         print(f"{prog}: error: {context}{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(prog, exc, hint)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -38,9 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli("shc-compare", compare, args,
-                   interrupted="interrupted; rerun the same command (add --resume to continue the interrupted run)")
+    return run_cli("shc-compare", lambda argv: compare(build_parser().parse_args(argv)), argv, sigterm=True,
+                   hint="; rerun the same command (add --resume to continue the interrupted run)")
 
 
 def compare(args) -> None:

@@ -115,11 +115,11 @@ def config_from_args(args):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
-    return run_cli("shc-train", lambda args: train(args, argv, rank), args,
-                   context=f"[rank {rank}] " if rank is not None else "",
-                   interrupted="interrupted; rerun the same command with --resume to continue")
+    # SIGTERM stops a lone process as Ctrl-C does; distributed workers are stopped by their launcher, which says so
+    return run_cli("shc-train", lambda argv: train(build_parser().parse_args(argv), argv, rank), argv,
+                   context=f"[rank {rank}] " if rank is not None else "", sigterm=rank is None,
+                   hint="; rerun the same command with --resume to continue")
 
 
 def train(args, argv: list[str], rank: str | None) -> int:

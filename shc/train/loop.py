@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -76,11 +77,14 @@ def forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def checkpoint_state(path, fp: str) -> tuple[dict | None, bool, str | None]:
     """(state, complete, other) of the checkpoint at ``path``: its state and whether its training finished if it
-    belongs to fingerprint ``fp``; else (None, False, other), other saying how far a readable checkpoint written
-    for other inputs got ("epoch 21 of 100"; None when there is none), so --resume can say why it cannot."""
+    belongs to fingerprint ``fp``; else (None, False, other), other saying why a checkpoint that is there cannot
+    be resumed (unreadable, or written for other inputs and how far it got; None when there is none)."""
     state = load_checkpoint(path, None)
-    if state is None or state["fingerprint"] != fp:
-        return None, False, None if state is None else f"epoch {state['epoch']} of {state['epochs']}"
+    if state is None:
+        return None, False, "it cannot be read (truncated, damaged or not a checkpoint)" if Path(path).exists() else None
+    if state["fingerprint"] != fp:
+        return None, False, (f"it was trained for other inputs (epoch {state['epoch']} of {state['epochs']}): an "
+                             f"option of the stage, the data or an earlier stage changed since")
     return state, state["epoch"] >= state["epochs"], None
 
 

@@ -452,8 +452,7 @@ def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, stage: 
         log(f"{stage}: reusing trained {model_name} {ckpt}")
         return state["history"], len(state["history"])
     if resume and other:  # asked to continue, but the checkpoint's training is not the one asked for now
-        log(f"note: cannot resume {stage} from {ckpt} ({other}): it was trained for other inputs (a {stage} "
-            f"option, the data or an earlier stage changed since); starting {stage} over")
+        log(f"note: cannot resume {stage} from {ckpt}: {other}; starting {stage} over")
     resume_state = _resumable(state, resume, ckpt, log)
     return train(resume_state), (int(resume_state["epoch"]) if resume_state else 0)
 
