@@ -146,7 +146,7 @@ def check_free_space(directory, needed: int, path, reserve: int = 0) -> None:
 
 def human_size(nbytes: int) -> str:
     """Bytes for messages: GB, MB or kB, whichever reads best."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
         if nbytes >= 0.1 * scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes / 1e3:.1f} kB"

@@ -155,8 +155,8 @@ def pack_codes(codes, bits: int | None = None, *, what: str = "codes") -> tuple[
                     and (cols != bits or int(arr.max()) > 1))
     q = bits if packed_input else cols
     if bits is not None and not packed_input and cols != bits:
-        raise ValueError(f"{what}: bit-length mismatch: {cols} columns but bits={bits} "
-                         f"(np.packbits input needs {(bits + 7) // 8} uint8 columns)")
+        hint = f" (np.packbits input needs {(bits + 7) // 8} uint8 columns)" if arr.dtype == np.uint8 else ""
+        raise ValueError(f"{what}: bit-length mismatch: {cols} columns but bits={bits}{hint}")
     if not packed_input:  # {0,1} / bool: the bits themselves; anything else: the sign, sign(0) = +1
         return pack_rows(arr, nonzero=_codes_are_bits(arr, what), msb_first=True), q
     spare = cols * 8 - q

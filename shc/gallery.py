@@ -84,18 +84,27 @@ def write_html(results: dict, query_sources: list, item_source, out, title: str 
     write_text(out, page)
 
 
+PNG_MAX_QUERIES = 100
+PNG_MAX_RESULTS = 30
+
+
 def write_png(results: dict, query_sources: list, item_source, out, title: str = "shc retrieval") -> None:
-    """The paper-style grid: one row per query, the query then its top-K with the distance above each."""
+    """The paper-style grid: one row per query, the query then its top-K with the distance above each; at most
+    PNG_MAX_QUERIES rows and PNG_MAX_RESULTS results a row (a figure is for looking at: the rest are in the
+    JSON and the HTML), the title saying so."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    queries = results["queries"]
-    cols = 1 + results["k"]
+    queries = results["queries"][:PNG_MAX_QUERIES]
+    cols = 1 + min(results["k"], PNG_MAX_RESULTS)
+    if len(queries) < len(results["queries"]) or cols <= results["k"]:
+        title += (f" (the first {len(queries)} of {len(results['queries'])} queries, top {cols - 1} of "
+                  f"{results['k']})")
     fig, axes = plt.subplots(len(queries), cols, figsize=(1.1 * cols, 1.25 * len(queries)), squeeze=False)
     for row, (query, source) in zip(axes, zip(queries, query_sources)):
         _tile(row[0], thumbnail(source), f"query {_label_text(query['label'])}".strip(), FRAME[None])
-        for ax, r in zip(row[1:], query["results"]):
+        for ax, r in zip(row[1:], query["results"][:cols - 1]):
             src = item_source(r["index"])
             _tile(ax, thumbnail(src) if src is not None else None, f"d={r['distance']}", FRAME[r["relevant"]])
         for ax in row[1 + len(query["results"]):]:

@@ -30,6 +30,12 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+def min_input_size(name: str) -> int:
+    """The smallest input side a backbone takes: it halves its input three times (the compact CNN's pools, a
+    ResNet's strided stages after the small-input stem; its ImageNet stem only serves inputs above 64 px)."""
+    return 8
+
+
 def create_backbone(name: str, *, in_channels: int = 3, small_input: bool = False,
                     pretrained: str | None = None) -> nn.Module:
     """Build a registered backbone. ``pretrained``: a local weights file, or None to look in torchvision's cache."""

@@ -192,6 +192,9 @@ def run_database(run_dir, config: dict, data_root: str | None = None) -> Databas
         labels = np.load(codes_dir / "db_labels.npy", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
+    if codes.ndim != 2 or len(labels) != len(codes):
+        raise ValueError(f"{codes_dir}: db_labels.npy holds {len(labels)} labels for the {len(codes)} codes of "
+                         f"db_codes.npy {codes.shape} (files from two runs?); rerun the run's shc-train command")
     class_names = config["dataset"].get("class_names")
     dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
     paths = run_database_paths(run_dir, dataset, labels, data_root) if dataset["image_files"] else None
@@ -221,18 +224,38 @@ def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray, data_r
     return [str(p) for p in paths]
 
 
+SIDECAR_TYPES = {"format": int, "bits": int, "packed": bool, "count": int, "paths": list, "labels": list,
+                 "run": str, "fingerprint": str}
+
+
+def read_sidecar(codes_path) -> dict:
+    """A codes file's .json sidecar, checked: a dict whose known keys hold what shc-encode writes (ValueError
+    naming the sidecar and the key otherwise)."""
+    path = sidecar_path(codes_path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object (shc-encode's sidecar), got {type(meta).__name__}")
+    for key, kind in SIDECAR_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ValueError(f"{path}: {key!r} must be {kind.__name__}, got {value!r:.60}")
+    if meta.get("bits") is not None and meta["bits"] < 1:
+        raise ValueError(f"{path}: 'bits' must be positive, got {meta['bits']}")
+    if meta.get("paths") is not None and not all(isinstance(p, str) for p in meta["paths"]):
+        raise ValueError(f"{path}: 'paths' must be a list of file names")
+    return meta
+
+
 def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     """Codes from a file (shc-encode's, with its sidecar, or any ±1 / {0,1} / packbits array) for ``bits``-bit
     queries of the model with ``fingerprint``; ValueError when the widths differ or the sidecar names another
     model (its codes would not be comparable)."""
     from shc.io import load_array
     codes = load_array(str(codes_path))
-    meta = {}
-    if sidecar_path(codes_path).is_file():
-        try:
-            meta = json.loads(sidecar_path(codes_path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{sidecar_path(codes_path)}: cannot read ({exc})") from None
+    meta = read_sidecar(codes_path) if sidecar_path(codes_path).is_file() else {}
     if codes.ndim != 2 or not len(codes):
         raise ValueError(f"{codes_path}: expected a non-empty items x bits array, got shape {codes.shape}")
     # without a sidecar: uint8 bytes beyond 0/1 are np.packbits output (whose width is known to 8 bits)

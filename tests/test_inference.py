@@ -215,7 +215,22 @@ def _bad_inputs(root, out, paths):
     np.save(foreign, np.ones((4, BITS), np.int8))
     (root / "foreign.json").write_text(json.dumps({"bits": BITS, "packed": False, "fingerprint": "0" * 64,
                                                    "run": "elsewhere"}))  # shc-encode's sidecar, another model
+    malformed = root / "malformed.npy"
+    np.save(malformed, np.ones((4, BITS), np.int8))
+    (root / "malformed.json").write_text(json.dumps({"bits": "16", "paths": None}))
+    not_a_dict = root / "list.npy"
+    np.save(not_a_dict, np.ones((4, BITS), np.int8))
+    (root / "list.json").write_text("[1, 2]")
+    mixed = root / "mixed-run"
+    shutil.copytree(out, mixed)
+    np.save(mixed / "codes" / "db_labels.npy", np.load(out / "codes" / "db_labels.npy")[:-1])
     return [
+        (search_main, ["--run", out, *q, "--topk", 100000], "--topk 100000 is beyond the database's 69750 items"),
+        (search_main, ["--run", out, *q, "--db", malformed], "malformed.json: 'bits' must be int, got '16'"),
+        (search_main, ["--run", out, *q, "--db", not_a_dict], "list.json: expected a JSON object"),
+        (search_main, ["--run", mixed, *q], "db_labels.npy holds 69749 labels for the 69750 codes"),
+        (encode_main, ["--run", out, *q, "--workers", 100000, "--out", root / "x.npy"],
+         "--workers must be an integer from 0 to"),
         (search_main, ["--run", out, *q, "--db", foreign], "was encoded by another model"),
         (encode_main, ["--run", out, "--images", colour, paths[0], "--workers", 1, "--out", root / "x.npy"],
          "colour image (3 channels)"),
@@ -318,3 +333,14 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_no_file(run, capsys, small
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"cannot write {model} (it needs" in err and "the disk is full" in err
     assert os.listdir(disk) == []
+
+
+def test_png_grid_is_capped(tmp_path):
+    from shc.gallery import PNG_MAX_QUERIES, PNG_MAX_RESULTS, write_png
+    k, n = 500, 3 * PNG_MAX_QUERIES
+    results = {"k": k, "queries": [{"label": None, "results": [{"index": i, "distance": 0, "relevant": None}
+                                                               for i in range(k)]} for _ in range(n)]}
+    pixels = np.zeros((4, 4), np.uint8)
+    write_png(results, [pixels] * n, lambda i: pixels, tmp_path / "g.png")
+    width, height = Image.open(tmp_path / "g.png").size
+    assert width <= round(1.1 * (1 + PNG_MAX_RESULTS) * 110) and height <= round(1.25 * PNG_MAX_QUERIES * 110)

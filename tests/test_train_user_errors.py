@@ -61,6 +61,11 @@ def test_unreadable_image_hint_names_the_flag_of_either_command(tmp_path, capsys
     (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
     (["--lambd", "-1"], "lambd must be a finite number >= 0, got -1.0"),
     (["--bits", "20000"], "bits must be at most 1024"),
+    (["--threads", "100000"], "threads must be an integer from 1 to "),
+    (["--seed", "-1"], "seed must be an integer from 0 to 2**63 - 1, got -1"),
+    (["--workers", "100000"], "workers must be an integer from 0 to "),
+    (["--batch-size", "5000"], "batch size 5000 is larger than the training split"),
+    (["--data-option", "image_size=4"], "crop_size 4 (and resize_size) too small for the compact backbone"),
 ])
 def test_option_messages_name_the_rule(tmp_path, capsys, argv, message):
     err = one_line_error(capsys, train_main, "--dataset", "synthetic", *argv, "--out", tmp_path / "x",
@@ -152,3 +157,40 @@ def test_sigterm_and_ctrl_c_stop_in_one_line_saying_to_resume(tmp_path, signum, 
         assert process.returncode == code, err
         assert err.strip().splitlines()[-1] == f"shc-train: {said}; rerun the same command with --resume to continue"
         assert "Traceback" not in err
+
+
+def test_an_empty_training_split_is_refused_not_trained(tmp_path, capsys):
+    from test_data_memory import make_fashion_mnist
+    make_fashion_mnist(str(tmp_path / "fm"))
+    err = one_line_error(capsys, train_main, "--data-root", tmp_path / "fm", "--data-option", "train_per_class=0", "--data-option", "query_per_class=2",
+                         "--out", tmp_path / "x", "--no-progress")
+    assert "fashion-mnist: the train split is empty" in err
+
+
+def test_list_file_errors_name_the_line_at_fault(tmp_path):
+    from shc.data.files import read_list_file
+    for body, message in (("a.jpg 0 1\nb.jpg 1 0 1\n", ":2: 3 multi-hot labels, the first line has 2"),
+                          ("a.jpg 0 1\nb.jpg 0 2\n", ":2: multi-hot labels must be 0 or 1, got '0 2'"),
+                          ("a.jpg\t1\nb\0.jpg\t0\n", ":2: the path holds a NUL byte")):
+        (tmp_path / "l.txt").write_text(body)
+        with pytest.raises(ValueError, match=f"^{tmp_path / 'l.txt'}{message}"):
+            read_list_file(str(tmp_path / "l.txt"), str(tmp_path))
+
+
+def test_packbits_hint_only_for_bytes():
+    from shc.codes import pack_codes
+    with pytest.raises(ValueError, match=r"32 columns but bits=16$"):
+        pack_codes(np.ones((2, 32), np.int8), 16)
+    with pytest.raises(ValueError, match=r"3 columns but bits=16 \(np.packbits input needs 2 uint8 columns\)"):
+        pack_codes(np.full((2, 3), 7, np.uint8), 16)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1, got -1"),
+    (["--classes", "10000000"], "10,000,000 classes x 64 bits: csq centers need about 1600.0 TB of memory"),
+])
+def test_centers_refuse_a_bad_seed_and_sizes_that_cannot_be_allocated(tmp_path, capsys, argv, message):
+    from shc.cli.centers import main as centers_main
+    argv = ["--method", "csq", "--bits", "64", "--classes", "10", "--out", tmp_path / "c.npy", *argv]
+    err = one_line_error(capsys, centers_main, *argv)
+    assert message in err and not (tmp_path / "c.npy").exists()

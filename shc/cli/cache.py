@@ -59,13 +59,14 @@ def run(args) -> None:
 def _build(args) -> None:
     from shc.train.options import parse_data_options
     from shc.data import load_dataset
-    from shc.data.image_cache import human_size
+    from shc.data.image_cache import check_workers, human_size
     from shc.data.registry import READS_FILES, canonical_name
 
     if canonical_name(args.dataset) not in READS_FILES:
         raise ValueError(f"{args.dataset} holds its images in memory already: there is nothing to cache")
     if args.image_cache == "off":
         raise ValueError("--image-cache off: there is no cache to build")
+    check_workers(args.workers, "--workers")
     ds = load_dataset(args.dataset, data_root=args.data_root, image_cache=args.image_cache, workers=args.workers,
                       skip_unreadable=args.skip_unreadable, **parse_data_options(args.data_options))
     store = ds.train.store

@@ -10,7 +10,8 @@ import time
 
 
 from shc.atomic import write_json_file, write_npy
-from shc.centers import METHODS, center_report, check_similarity, gv_distance, kernels_compiled, make_centers
+from shc.centers import (METHODS, center_report, check_center_memory, check_seed, check_similarity, gv_distance,
+                         kernels_compiled, make_centers)
 from shc.cli._errors import run_cli
 
 
@@ -38,6 +39,8 @@ def run(args) -> dict:
     if classes is None:
         raise ValueError("--classes is required unless --similarity is given")
     gv_distance(args.bits, classes)  # validates classes/bits before any work
+    check_seed(args.seed, "--seed")
+    check_center_memory(args.method, classes, args.bits)
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out must be a .npy path, got {args.out!r}")
     if args.method != "csq" and not args.quiet and not kernels_compiled():

@@ -29,14 +29,16 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def encode_inputs(args):
-    """(encoder, paths, labels, codes) for the parsed ``args`` of add_encoder_arguments."""
-    from shc.data.image_cache import default_workers
+def encode_inputs(args, check=None):
+    """(encoder, paths, labels, codes) for the parsed ``args`` of add_encoder_arguments; ``check(encoder)`` runs
+    before the images are read (the caller's own checks of its input, before the work)."""
+    from shc.data.image_cache import check_workers, default_workers
     from shc.inference import load_run
     from shc.retrieval import canonical_label, collect_images
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    check_workers(args.workers, "--workers")
     encoder = load_run(args.run, device=args.device)
+    if check is not None:
+        check(encoder)
     paths, labels = collect_images(args.images)
     labels = [canonical_label(x, encoder.class_names) for x in labels]
     workers = default_workers() if args.workers is None else args.workers

@@ -21,9 +21,16 @@ def run(args) -> dict:
     from shc.retrieval import file_database, run_database, search_results
     if args.topk < 1:
         raise ValueError(f"--topk must be a positive integer, got {args.topk}")
-    encoder, paths, labels, codes = encode_inputs(args)
-    database = (file_database(args.db, encoder.bits, encoder.config["fingerprint"]) if args.db
-                else run_database(args.run, encoder.config, args.data_root))
+    found = []
+
+    def load_database(encoder):  # before any image is read
+        database = (file_database(args.db, encoder.bits, encoder.config["fingerprint"]) if args.db
+                    else run_database(args.run, encoder.config, args.data_root))
+        if args.topk > len(database):
+            raise ValueError(f"--topk {args.topk} is beyond the database's {len(database)} items ({database.source})")
+        found.append(database)
+    encoder, paths, labels, codes = encode_inputs(args, check=load_database)
+    database = found[0]
     results = search_results(codes, database, args.topk, bits=encoder.bits, images=paths, query_labels=labels)
     results["run"] = str(args.run)
     if args.json:

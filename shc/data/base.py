@@ -94,6 +94,9 @@ class HashingDataset:
     def __post_init__(self):
         for split_name in ("train", "query", "database"):
             labels = getattr(self, split_name).labels
+            if not len(labels):  # nothing to train on, or to evaluate: never "train" on it
+                raise ValueError(f"{self.name}: the {split_name} split is empty (a per-class count of 0, an empty "
+                                 f"list, or all its images left out)")
             if (labels.ndim == 2) != self.multi_label:
                 raise ValueError(f"{self.name}: {split_name} labels have shape {labels.shape}, "
                                  f"inconsistent with multi_label={self.multi_label}")

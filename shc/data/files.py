@@ -66,6 +66,13 @@ def read_list_file(list_path: str, image_root: str) -> ImageList:
         if not fields or (multi_hot is not None and this_multi != multi_hot):
             raise ValueError(f"{list_path}:{line_no}: expected 'path<TAB>label' or 'path 0 1 0 ...' "
                              f"consistently, got {line!r}")
+        if "\0" in path:  # the OS would refuse the name later, in a message naming no file
+            raise ValueError(f"{list_path}:{line_no}: the path holds a NUL byte: {path!r}")
+        if this_multi and (len(fields) != len(labels[0]) if labels else False):
+            raise ValueError(f"{list_path}:{line_no}: {len(fields)} multi-hot labels, the first line has "
+                             f"{len(labels[0])}")
+        if this_multi and not all(x in ("0", "1") for x in fields):
+            raise ValueError(f"{list_path}:{line_no}: multi-hot labels must be 0 or 1, got {' '.join(fields)!r:.80}")
         multi_hot = this_multi
         paths.append(os.path.join(image_root, path.strip()))
         labels.append(fields if this_multi else fields[0])
@@ -73,16 +80,7 @@ def read_list_file(list_path: str, image_root: str) -> ImageList:
         raise ValueError(f"{list_path}: no entries")
     if not multi_hot:
         return ImageList(paths, labels)
-    widths = {len(row) for row in labels}
-    if len(widths) != 1:
-        raise ValueError(f"{list_path}: multi-hot rows have different lengths {sorted(widths)}")
-    try:
-        hot = np.array(labels, dtype=np.int64)
-    except ValueError as e:
-        raise ValueError(f"{list_path}: multi-hot labels must be integers 0/1 ({e})") from None
-    if not np.isin(hot, (0, 1)).all():
-        raise ValueError(f"{list_path}: multi-hot labels must be 0 or 1")
-    return ImageList(paths, hot.astype(np.uint8))
+    return ImageList(paths, np.array(labels, dtype=np.uint8))
 
 
 def scan_image_folder(folder: str) -> ImageList:

@@ -73,6 +73,16 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
+MAX_WORKERS = max(64, 4 * (os.cpu_count() or 1))  # beyond this, starting the workers is all the work
+
+
+def check_workers(workers, what: str = "workers") -> None:
+    """ValueError unless ``workers`` is None (the default) or an integer from 0 to MAX_WORKERS."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 0 <= workers <= MAX_WORKERS):
+        raise ValueError(f"{what} must be an integer from 0 to {MAX_WORKERS}, got {workers!r}")
+
+
 class ImageStore:
     """A finished store, memory-mapped read-only; its files are checked on open (DamagedStoreError naming the
     store and the file at fault) and each chunk's checksum on its first read."""

@@ -112,8 +112,10 @@ def normalize_topk(topk) -> tuple:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    from shc.centers import METHODS
-    from shc.models import list_backbones
+    from shc.centers import METHODS, check_seed
+    from shc.codes import engine_threads
+    from shc.data.image_cache import check_workers
+    from shc.models import list_backbones, min_input_size
     from shc.similarity import MASKS, MULTILABEL_RULES
     from shc.train.loop import check_compile_mode
     from shc.train.stage3 import MULTILABEL_CENTER_RULES
@@ -144,14 +146,17 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"similarity multi-label rule must be one of {MULTILABEL_RULES}")
     if cfg.multilabel_centers not in MULTILABEL_CENTER_RULES:
         raise ValueError(f"multi-label center rule must be one of {MULTILABEL_CENTER_RULES}")
-    if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
-        raise ValueError(f"threads must be a positive integer, got {cfg.threads!r}")
+    if cfg.threads is not None:
+        engine_threads(cfg.threads, "threads")  # 1 .. MAX_THREADS, as every thread count of the package
+    check_seed(cfg.seed)
+    size = cfg.data_options.get("crop_size", cfg.data_options.get("image_size"))
+    if isinstance(size, int) and not isinstance(size, bool) and 0 < size < min_input_size(cfg.backbone):
+        raise ValueError(f"crop_size {size} (and resize_size) too small for the {cfg.backbone} backbone, which halves "
+                         f"its input three times: use at least {min_input_size(cfg.backbone)} px")
     if isinstance(cfg.dist_timeout, bool) or not isinstance(cfg.dist_timeout, (int, float)) \
             or not cfg.dist_timeout > 0 or not np.isfinite(cfg.dist_timeout):
         raise ValueError(f"dist_timeout must be a positive number of seconds, got {cfg.dist_timeout!r}")
-    if cfg.workers is not None and (isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int)
-                                    or cfg.workers < 0):
-        raise ValueError(f"workers must be an integer >= 0, got {cfg.workers!r}")
+    check_workers(cfg.workers)
     if cfg.pretrained and not os.path.isfile(cfg.pretrained):
         raise ValueError(f"pretrained weights file not found: {cfg.pretrained}")
     resolve_device(cfg.device)
@@ -269,6 +274,9 @@ def _load_data(cfg: TrainConfig, dist: Dist):
                          f"which has {dataset.num_classes} classes")
     if 2 ** min(cfg.bits, 62) < dataset.num_classes:
         raise ValueError(f"{cfg.bits} bits cannot give {dataset.num_classes} distinct centers")
+    if cfg.batch_size > len(dataset.train):
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the training split ({len(dataset.train)} "
+                         f"images of {dataset.name}): lower --batch-size")
     return dataset
 
 
