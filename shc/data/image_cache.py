@@ -153,7 +153,7 @@ class ImageStore:
             why = (f"pixels.u8: the pixels of records {chunk * CHUNK}..{min(len(self), (chunk + 1) * CHUNK) - 1} "
                    f"do not match their checksum")
             try:  # so that the next open_or_build rebuilds it rather than failing again mid-run
-                (self.path / DAMAGED).write_text(why + "\n")
+                write_text(self.path / DAMAGED, why + "\n")
             except OSError:
                 pass
             raise self._damaged(why)
