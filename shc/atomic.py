@@ -88,8 +88,10 @@ def disk_full(exc: BaseException, directory) -> bool:
         return True
     if "No space left on device" in str(exc):
         return True
+    if not isinstance(exc, RuntimeError):  # an OSError with another errno is another failure (EACCES, ...)
+        return False
     try:
-        return isinstance(exc, (OSError, RuntimeError)) and shutil.disk_usage(directory).free < (1 << 20)
+        return shutil.disk_usage(directory).free < (1 << 20)
     except OSError:
         return False
 
@@ -145,7 +147,7 @@ def check_free_space(directory, needed: int, path, reserve: int = 0) -> None:
 
 
 def human_size(nbytes: int) -> str:
-    """Bytes for messages: GB, MB or kB, whichever reads best."""
+    """Bytes for messages: TB, GB, MB or kB, whichever reads best."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
         if nbytes >= 0.1 * scale:
             return f"{nbytes / scale:.1f} {unit}"

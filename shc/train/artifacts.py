@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shc.atomic import atomic_write, write_npy  # the one write path of every output
+from shc.atomic import atomic_write, write_json_file, write_npy  # the one write path of every output
 
 FORMAT_VERSION = 1  # bump when the meaning of an artifact changes, so old ones are recomputed
 
@@ -63,11 +63,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 def write_json(path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
-            f.write("\n")
-    atomic_write(path, write)
+    write_json_file(path, obj, default=_jsonable)
 
 
 def write_array(path, array: np.ndarray) -> None:
