@@ -124,24 +124,25 @@ def wilcoxon_across_queries(per_query_ap: dict, reference: str = "shc") -> list[
 
 # ------------------------------------------------------------------------------------------------ the table
 
-def table_cells(runs: list[dict], cutoffs=None) -> list[dict]:
+def table_cells(runs: list[dict], cutoffs=None, families=FAMILIES) -> list[dict]:
     """The comparison table as one record per (tie convention, method, bits, cut-off): mean ± sample std over
     the runs (seeds), n, and ``best`` (the highest mean at that length, convention and cut-off; equal means all
     count). ``cutoffs``: which cut-offs, in this order (default: the first run's), e.g. ``(100, 1000, "all")``
-    or COCO's ``(5000,)``. Rows come in method_order, lengths ascending."""
+    or COCO's ``(5000,)``. ``families``: ``(run key, convention name)`` pairs (default: index and tie-aware).
+    Rows come in method_order, lengths ascending."""
     if not runs:
         return []
-    cutoffs = [str(k) for k in (cutoffs if cutoffs is not None else runs[0]["mAP"])]
+    cutoffs = [str(k) for k in (cutoffs if cutoffs is not None else runs[0][families[0][0]])]
     for r in runs:
-        missing = [k for k in cutoffs if k not in r["mAP"]]
+        missing = [k for k in cutoffs if k not in r[families[0][0]]]
         if missing:
             raise ValueError(f"{r['method']} at {r['bits']} bits has no mAP@{', @'.join(missing)} "
-                             f"(it has @{', @'.join(r['mAP'])})")
+                             f"(it has @{', @'.join(r[families[0][0]])})")
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["method"], r["bits"]), []).append(r)
     cells = []
-    for family, ties in FAMILIES:
+    for family, ties in families:
         for method in method_order(r["method"] for r in runs):
             for bits in sorted({r["bits"] for r in runs}):
                 group = groups.get((method, bits))
