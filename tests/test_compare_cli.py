@@ -71,6 +71,19 @@ def test_writes_results_and_figures(grid):
     assert "tie-aware mAP@all" in text and "hashing epochs: 1" in text
 
 
+def test_runs_record_their_query_and_database_rows(grid):
+    """codes/{query,db}_index.npy: the rows of the dataset's source arrays, in the run's order (what the split
+    holds: shc.data's source_index), so that external codes can encode the same items."""
+    from shc.data import load_dataset
+    for seed in (0, 1):
+        codes = grid / "runs" / f"shc-8bits-seed{seed}" / "codes"
+        ds = load_dataset("synthetic", seed=seed, sizes=(6, 2, 6), image_size=16)
+        for name, split in (("query", ds.query), ("db", ds.database)):
+            rows = np.load(codes / f"{name}_index.npy")
+            assert np.array_equal(rows, split.source_index) and len(rows) == len(np.load(codes / f"{name}_labels.npy"))
+    assert not set(np.load(codes / "query_index.npy")) & set(np.load(codes / "db_index.npy"))
+
+
 def test_stage1_trained_once_per_seed(grid):
     cache = sorted(p.name for p in (grid / "stage1-cache").iterdir())
     assert len(cache) == 2  # seeds 0 and 1; shared by shc at 8 and 16 bits
