@@ -219,6 +219,8 @@ def latex_escape(text: str) -> str:
 def latex_table(cells: list[dict]) -> str:
     """A booktabs tabular per tie convention (needs ``\\usepackage{booktabs}``): lengths as column groups, cut-offs
     below them, a row per method; best in bold."""
+    if not cells:
+        return ""
     ties, methods, columns, at = _layout(cells)
     bits = list(dict.fromkeys(b for b, _ in columns))
     per_bits = len(columns) // len(bits)

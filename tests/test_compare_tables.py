@@ -137,6 +137,7 @@ def test_latex_renderer_is_booktabs_with_escaped_labels():
         r"shc & \textbf{0.6000 $\pm$ 0.1414} & \textbf{0.8000} \\",
         r"my\_itq & 0.4000 & -- \\", r"\bottomrule", r"\end{tabular}"]
     assert tex.count(r"\begin{tabular}") == 2
+    assert latex_table([]) == markdown_table([]) == ""
 
 
 def test_csv_renderer_is_tidy_and_exact():
