@@ -61,9 +61,10 @@ def plan_grid(centers: Iterable[str], bits: Iterable[int], seeds: Iterable[int])
 
 def run_record(metrics: dict) -> dict:
     """One results.json entry from a run's metrics.json content. ``method`` is the label the tables and figures
-    use (today the center type)."""
+    use: the run's training method (the center type for runs made before the method registry)."""
     report = metrics.get("center_report") or {}
-    return {"method": metrics["centers"], "centers": metrics["centers"], "bits": int(metrics["bits"]),
+    return {"method": metrics.get("method") or metrics["centers"], "centers": metrics.get("centers"),
+            "bits": int(metrics["bits"]),
             "seed": int(metrics["seed"]), "mAP": dict(metrics["mAP"]), "mAP_expected": dict(metrics["mAP_expected"]),
             "seconds": dict(metrics["seconds"]),
             "center_distance": {k: report.get(k) for k in ("min_distance", "mean_distance", "d_required")},

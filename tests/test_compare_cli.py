@@ -145,7 +145,7 @@ def test_per_query_ap_of_every_run_and_the_wilcoxon_tests(grid):
     assert results["per_query_ap"]["columns"] == ["100", "1000", "all"]
     ap = {}
     for r in results["runs"]:
-        name = (f"external-{r['method']}" if "external" in r else r["centers"]) + f"-{r['bits']}bits-seed{r['seed']}"
+        name = (f"external-{r['method']}" if "external" in r else r["method"]) + f"-{r['bits']}bits-seed{r['seed']}"
         ap[(r["method"], r["bits"], r["seed"])] = a = np.load(grid / results["per_query_ap"]["files"][name])
         assert a.shape == (20, 3)
         assert a.mean(axis=0) == pytest.approx([r["mAP"][k] for k in ("100", "1000", "all")], abs=1e-12)
