@@ -270,7 +270,8 @@ def evaluate_external(e: External, codes_dir, topk) -> dict:
                         ties="expected")
     full = index.to_dict()
     record = {"method": e.label, "centers": None, "bits": e.bits, "seed": e.seed, "mAP": full["mAP"],
-              "mAP_expected": expected.to_dict()["mAP"], "seconds": {"eval": time.perf_counter() - start, "total": None},
+              "mAP_expected": expected.to_dict()["mAP"],
+              "seconds": {"eval": time.perf_counter() - start, "total": None},
               "external": {"query": e.query, "db": e.db}}
     return {"record": record, "pr_curve_rank": full["pr_curve_rank"], "per_query_ap": index.ap}
 

@@ -5,7 +5,8 @@ A *run* is one method's evaluation at one code length and seed::
     {"method": LABEL, "bits": 32, "seed": 0, "mAP": {"100": .., "1000": .., "all": ..}, "mAP_expected": {...}}
 
 Labels are any strings (the eleven methods, labelled variants such as "shc-paper", external codes); external codes
-carry the seed whose split they were made for. Cut-off keys are compared as strings (``100`` and ``"100"`` are one cut-off).
+carry the seed whose split they were made for. Cut-off keys are compared as strings (``100`` and ``"100"`` are one
+cut-off).
 numpy only (scipy is imported by the two statistics that need it), so ``shc-eval`` stays torch-free.
 """
 from __future__ import annotations

@@ -93,7 +93,8 @@ def test_single_pair_per_query_npy_and_plot(methods):
     (["--pr-curve", "{tmp}/pr.png"], "for several methods use --pr-plot"),
     (["--codes", "shc", "{tmp}/good_q.npy", "{tmp}/good_d.npy"], "--codes shc: the name is given twice"),
     (["--query-codes", "{tmp}/good_q.npy", "--db-codes", "{tmp}/good_d.npy"], "not both"),
-    (["--codes", "short", "{tmp}/good_q.npy", "{tmp}/short.npy"], "--codes short: --db-labels {tmp}/dl.npy: 40 class ids but 39 database codes"),
+    (["--codes", "short", "{tmp}/good_q.npy", "{tmp}/short.npy"],
+     "--codes short: --db-labels {tmp}/dl.npy: 40 class ids but 39 database codes"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(methods, capsys, extra, message):
     tmp, args, _, _ = methods

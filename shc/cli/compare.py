@@ -1,10 +1,11 @@
 """shc-compare: hash-center methods side by side — every (centers, bits, seed) trained with the same backbone,
 budget and splits, then mean ± std per method and length.
 
-Writes DIR/results.json, .md, .csv, .tex, DIR/pr_<bits>bits.png/.pdf, DIR/map_vs_bits.png/.pdf and every run's per-query
-AP (DIR/per-query-ap/); each run lives in DIR/runs/<centers>-<bits>bits-seed<seed>/ (a full shc-train output).
---external adds codes made elsewhere to the tables and figures. Stage 1 is trained once per dataset and seed (DIR/stage1-cache) and reused.
-Rerunning the command reuses finished runs, so an interrupted grid continues where it stopped.
+Writes DIR/results.json, .md, .csv, .tex, DIR/pr_<bits>bits.png/.pdf, DIR/map_vs_bits.png/.pdf and every run's
+per-query AP (DIR/per-query-ap/); each run lives in DIR/runs/<centers>-<bits>bits-seed<seed>/ (a full shc-train
+output). --external adds codes made elsewhere to the tables and figures. Stage 1 is trained once per dataset and
+seed (DIR/stage1-cache) and reused. Rerunning the command reuses finished runs, so an interrupted grid continues
+where it stopped.
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def write_comparison(args, reports: dict) -> None:
 
     order = method_order(reports)
     if args.table:
-        runs = [{"method": name, "bits": r.bits, "seed": None, "mAP": r.to_dict()["mAP"]} for name, r in reports.items()]
+        runs = [{"method": name, "bits": r.bits, "mAP": r.to_dict()["mAP"]} for name, r in reports.items()]
         text = render_table(table_cells(runs, families=(("mAP", args.ties),)), args.table, "--table")
         _makedirs_for(args.table)
         with open(args.table, "w") as f:
