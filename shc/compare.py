@@ -1,5 +1,8 @@
-"""shc-compare's grid: every (centers, bits, seed) cell trained with the same budget, then mean ± std per method
+"""shc-compare's grid: every (method, bits, seed) cell trained with the same budget, then mean ± std per method
 and code length under both tie conventions, a results table and one PR-curve figure per length.
+
+A grid method is an entry of ``--methods``: a registered method name, ``all`` (the eleven), or
+``LABEL=NAME:KEY=VALUE,...`` — a method with options under a label of its own (``shc-paper=shc:polish_passes=0``).
 
 The pure parts (``plan_grid``, ``run_record``, ``summarize``, ``mean_pr_curve``, ``results_markdown``) take plain
 data and are tested in milliseconds; ``run_grid`` drives ``shc.train.run_pipeline`` over the grid. A cell whose
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -28,42 +32,86 @@ _NOT_IDENTITY = ("out", "progress", "resume", "stage1_cache", "threads", "worker
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    centers: str
+    """One run of the grid: ``label`` names it in tables, figures and its directory; ``method`` and ``options``
+    (sorted (key, value) pairs) are what it trains (a plain method name is its own label)."""
+    label: str
     bits: int
     seed: int
+    method: str = ""
+    options: tuple = ()
+
+    def __post_init__(self):
+        if not self.method:
+            object.__setattr__(self, "method", self.label)
 
     def dirname(self) -> str:
-        return f"{self.centers}-{self.bits}bits-seed{self.seed}"
+        return f"{self.label}-{self.bits}bits-seed{self.seed}"
 
 
-def plan_grid(centers: Iterable[str], bits: Iterable[int], seeds: Iterable[int]) -> list[Cell]:
-    """All cells, seed-major (each seed's stage 1 is trained once, by its first shc cell, then reused),
-    then length, then method. Raises ValueError on unknown methods, bad lengths/seeds or duplicates."""
-    from shc.centers import METHODS
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
-    centers, bits, seeds = list(centers), list(bits), list(seeds)
-    for name, values in (("centers", centers), ("bits", bits), ("seeds", seeds)):
+
+def parse_method_entries(entries: Iterable[str]) -> list[tuple[str, str, tuple]]:
+    """``--methods`` entries -> [(label, method, options)] in the order given, ``all`` expanded to the registry's
+    methods. An entry is NAME, ``all`` or LABEL=NAME[:KEY=VALUE,...] (values are Python literals). One-line
+    ValueError for an unknown method or option, a malformed entry, or a label given two meanings; an identical
+    repeat is dropped."""
+    from shc.methods import check_method_name, list_methods, resolve_method_options
+    from shc.train.options import parse_data_options
+
+    parsed: dict[str, tuple[str, str, tuple]] = {}
+    for entry in entries:
+        if entry == "all":
+            items = [(name, name, {}) for name in list_methods()]
+        else:
+            label, eq, rest = entry.partition("=")
+            name, colon, opts = rest.partition(":") if eq else (label, "", "")
+            if not _LABEL.fullmatch(label) or (eq and not name) or (colon and not opts):
+                raise ValueError(f"--methods {entry!r}: give NAME, all, or LABEL=NAME:KEY=VALUE[,KEY=VALUE...] "
+                                 f"(labels: letters, digits, _ . + -)")
+            options = parse_data_options(opts.split(",") if opts else (), flag=f"--methods {label}: an option")
+            items = [(label, check_method_name(name), options)]
+        for label, name, options in items:
+            try:
+                resolve_method_options(name, options)
+            except ValueError as exc:
+                raise ValueError(f"--methods {label}: {exc}") from None
+            cell = (label, name, tuple(sorted(options.items())))
+            if parsed.get(label, cell) != cell:
+                raise ValueError(f"--methods: label {label!r} is given twice with different meanings "
+                                 f"({parsed[label][1]} {dict(parsed[label][2])} and {name} {options}); rename one")
+            parsed[label] = cell
+    return list(parsed.values())
+
+
+def plan_grid(methods: Iterable, bits: Iterable[int], seeds: Iterable[int]) -> list[Cell]:
+    """All cells, seed-major (each seed's stage 1 is trained once, by its first shc cell, then reused), then
+    length, then method. ``methods``: ``--methods`` entries (strings) or parsed (label, method, options) triples.
+    Raises ValueError on unknown methods, bad lengths/seeds or duplicates."""
+    methods, bits, seeds = list(methods), list(bits), list(seeds)
+    for name, values in (("methods", methods), ("bits", bits), ("seeds", seeds)):
         if not values:
             raise ValueError(f"{name}: give at least one value")
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: duplicate values in {values}")
-    for c in centers:
-        if c not in METHODS:
-            raise ValueError(f"unknown center method {c!r}; choose from {', '.join(METHODS)}")
+    if all(isinstance(m, str) for m in methods):
+        methods = parse_method_entries(methods)
     for b in bits:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"bits must be positive integers, got {b!r}")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
             raise ValueError(f"seeds must be integers >= 0, got {s!r}")
-    return [Cell(c, b, s) for s in seeds for b in bits for c in centers]
+    return [Cell(label, b, s, method, options) for s in seeds for b in bits for label, method, options in methods]
 
 
-def run_record(metrics: dict) -> dict:
+def run_record(metrics: dict, label: str | None = None) -> dict:
     """One results.json entry from a run's metrics.json content. ``method`` is the label the tables and figures
-    use: the run's training method (the center type for runs made before the method registry)."""
+    use: ``label`` (the grid's), else the run's training method (the center type for runs made before the method
+    registry)."""
     report = metrics.get("center_report") or {}
-    return {"method": metrics.get("method") or metrics["centers"], "centers": metrics.get("centers"),
+    return {"method": label or metrics.get("method") or metrics["centers"], "centers": metrics.get("centers"),
+            "method_options": metrics.get("method_options"),
             "bits": int(metrics["bits"]),
             "seed": int(metrics["seed"]), "mAP": dict(metrics["mAP"]), "mAP_expected": dict(metrics["mAP_expected"]),
             "seconds": dict(metrics["seconds"]),
@@ -223,7 +271,7 @@ def parse_external(name: str, query: str, db: str, seeds: list[int]) -> External
 def check_externals(externals: list[External], cells: list[Cell]) -> None:
     """One-line ValueError for a label that clashes with a grid method or another external entry of the same seed,
     or codes of a length no grid cell has."""
-    methods = {c.centers for c in cells}
+    methods = {c.label for c in cells}
     grid_bits = sorted({c.bits for c in cells})
     seen = set()
     for e in externals:
@@ -280,7 +328,8 @@ def run_grid(base, cells: list[Cell], out, *, externals: list[External] = (), ru
              log: Callable = print) -> dict:
     """Train every cell (or read it back when finished), writing results after each; returns results.json.
 
-    ``base``: a ``TrainConfig`` holding every shared option; each cell replaces centers, bits, seed and out.
+    ``base``: a ``TrainConfig`` holding every shared option; each cell replaces method, its options, bits, seed
+    and out.
     Stage 1 is shared through ``base.stage1_cache`` (default ``out/stage1-cache``). Every cell's per-query AP is
     computed from its codes/ and saved in ``out/per-query-ap/``; each external entry is evaluated once its seed's
     first run is finished (its labels give the split).
@@ -290,8 +339,9 @@ def run_grid(base, cells: list[Cell], out, *, externals: list[External] = (), ru
     run = run or run_pipeline
     out = Path(out)
     base = dataclasses.replace(base, stage1_cache=base.stage1_cache or str(out / "stage1-cache"))
-    configs = {c: dataclasses.replace(base, method=c.centers, centers=None, method_options={}, bits=c.bits,
-                                      seed=c.seed, out=str(out / "runs" / c.dirname())).resolved() for c in cells}
+    configs = {c: dataclasses.replace(base, method=c.method, centers=None, method_options=dict(c.options),
+                                      bits=c.bits, seed=c.seed, out=str(out / "runs" / c.dirname())).resolved()
+               for c in cells}
     metrics_by_cell: dict[Cell, dict] = {}
     per_query: dict = {}      # Cell or External -> (Q, K) AP
     evaluated: dict = {}      # External -> evaluate_external's dict
@@ -342,7 +392,7 @@ def write_results(out, cells: list[Cell], metrics_by_cell: dict, base, *, per_qu
     out = Path(out)
     per_query, externals = per_query or {}, externals or {}
     done = [c for c in cells if c in metrics_by_cell]
-    runs = [run_record(metrics_by_cell[c]) for c in done] + [x["record"] for x in externals.values()]
+    runs = [run_record(metrics_by_cell[c], c.label) for c in done] + [x["record"] for x in externals.values()]
     curves = [metrics_by_cell[c]["retrieval"]["pr_curve_rank"] for c in done] + \
              [x["pr_curve_rank"] for x in externals.values()]
     resolved = base.resolved()

@@ -16,6 +16,15 @@ def fake_run(centers, bits, seed, value, expected=None, total=10.0):
             "seconds": {"total": total}}
 
 
+def test_method_entries_all_labels_and_options():
+    cells = plan_grid(["all", "shc-paper=shc:polish_passes=0,eta=0.25", "shc"], [16], [0])
+    from shc.methods import list_methods
+    assert [c.label for c in cells] == [*list_methods(), "shc-paper"]  # an identical repeat (shc) is dropped
+    paper = cells[-1]
+    assert (paper.method, paper.options) == ("shc", (("eta", 0.25), ("polish_passes", 0)))
+    assert paper.dirname() == "shc-paper-16bits-seed0" and Cell("csq", 16, 0).method == "csq"
+
+
 def test_plan_grid_order_and_size():
     cells = plan_grid(["csq", "shc"], [16, 32], [0, 1])
     assert len(cells) == 8
@@ -25,7 +34,12 @@ def test_plan_grid_order_and_size():
 
 
 @pytest.mark.parametrize("args, match", [
-    ((["csq", "foo"], [16], [0]), "unknown center method"),
+    ((["csq", "foo"], [16], [0]), "unknown method 'foo'"),
+    ((["shc-paper=shc:polish=0"], [16], [0]), "method shc takes no option 'polish'"),
+    ((["shc-paper=shc:polish_passes=x"], [16], [0]), "option polish_passes takes an integer"),
+    ((["a=shc", "a=csq"], [16], [0]), "given twice with different meanings"),
+    ((["a b=shc"], [16], [0]), "give NAME, all, or LABEL=NAME"),
+    ((["x=shc:"], [16], [0]), "give NAME, all, or LABEL=NAME"),
     ((["csq", "csq"], [16], [0]), "duplicate"),
     ((["csq"], [0], [0]), "bits"),
     ((["csq"], [16], [-1]), "seeds"),

@@ -127,7 +127,7 @@ def _checked(method: type[Method], key: str, value):
     if wanted is float and ok and not np.isfinite(value):
         ok = False
     if not ok:
-        raise ValueError(f"method {method.name}: option {key} takes a {_type_name(wanted)} "
+        raise ValueError(f"method {method.name}: option {key} takes {_type_name(wanted)} "
                          f"(default {default!r}), got {value!r}")
     allowed = method.choices.get(key)
     if allowed is not None and value not in allowed:
@@ -137,4 +137,4 @@ def _checked(method: type[Method], key: str, value):
 
 
 def _type_name(t: type) -> str:
-    return {bool: "True/False", int: "integer", float: "finite number", str: "string"}.get(t, t.__name__)
+    return {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}.get(t, t.__name__)
