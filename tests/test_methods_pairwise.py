@@ -18,7 +18,7 @@ import shc
 from shc.cli.train import main
 from shc.data import load_dataset
 from shc.methods import MethodContext, create_method, resolve_method_options
-from shc.methods.pairwise import softplus
+from shc.methods.pairwise import bank_likelihood, draw_true, softplus
 from shc.metrics import evaluate
 from shc.train import TrainConfig, run_pipeline
 
@@ -311,6 +311,64 @@ def test_softplus_gradcheck_and_range():
     assert torch.autograd.gradcheck(softplus, (x[1:-1].detach().clone().requires_grad_(),))
     np.testing.assert_allclose(softplus(x).detach().numpy(), [sp(v) for v in x.detach().numpy()], rtol=1e-12,
                                atol=1e-15)  # log(1 + e) for log1p(e): an absolute error under ε
+
+
+@pytest.mark.parametrize("one_label", [True, False])
+def test_bank_likelihood_in_chunks_against_reference_and_gradcheck(one_label):
+    rng = np.random.default_rng(7)
+    n, c, bits = 11, 4, 5
+    ids = rng.integers(0, c, n)
+    bank_y = onehot(ids, c) if one_label else (rng.random((n, c)) < 0.4).astype(float)
+    bank_y[3] = 0  # a row not written yet
+    y = onehot(rng.integers(0, c, 3), c) if one_label else (rng.random((3, c)) < 0.4).astype(float)
+    bank, u = rng.normal(size=(n, bits)) * 3, rng.normal(size=(3, bits)) * 3
+    expected = sum(sp(0.5 * u[i] @ bank[j]) - sim(y[i], bank_y[j]) * 0.5 * u[i] @ bank[j]
+                   for i in range(3) for j in range(n))
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    for chunk in (2, 4096):
+        got = bank_likelihood(t(u), t(bank), t(y), t(bank_y), one_label, chunk=chunk)
+        assert got.item() == pytest.approx(expected, rel=1e-12)
+    assert torch.autograd.gradcheck(lambda x: bank_likelihood(x, t(bank), t(y), t(bank_y), one_label, chunk=3),
+                                    (t(u).requires_grad_(),))
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_bank_similar_and_dissimilar_rows(multi_label):
+    rng = np.random.default_rng(9)
+    n, c = 10, 4
+    bank = create_method("dpsh", context(bits=3, num_classes=c, train_size=n, multi_label=multi_label)).bank
+    written = [0, 2, 3, 5, 6, 9]
+    y_bank = (rng.random((6, c)) < 0.5).astype(float) if multi_label else onehot(rng.integers(0, c, 6), c)
+    bank.write(torch.zeros(6, 3), torch.tensor(y_bank, dtype=torch.float32) if multi_label
+               else torch.tensor(y_bank.argmax(1)), torch.tensor(written))
+    y = (rng.random((3, c)) < 0.5).astype(float) if multi_label else onehot(rng.integers(0, c, 3), c)
+    labels = torch.tensor(y, dtype=torch.float32) if multi_label else torch.tensor(y.argmax(1))
+    rows = torch.tensor([1, 1, 1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.float32)
+    full = np.zeros((n, c))
+    full[written] = y_bank
+    for use_rows in (None, rows):
+        keep = (bank.filled.numpy() if use_rows is None else use_rows.numpy() * bank.filled.numpy())
+        same = np.array([[sim(y[i], full[j]) * keep[j] for j in range(n)] for i in range(3)])
+        np.testing.assert_array_equal(bank.similar(labels, use_rows).numpy(), same)
+        np.testing.assert_array_equal(bank.similar(labels, use_rows, same=False).numpy(), keep - same)
+
+
+def test_draw_true_is_the_kth_true_entry():
+    rng = np.random.default_rng(8)
+    mask = torch.from_numpy(rng.random((5, 23)) < 0.3).float()
+    mask[2] = 0
+    mask[3] = 0
+    mask[3, 22] = 1  # a single one, in the ragged last block
+    drawn = draw_true(mask, 40, torch.Generator().manual_seed(3), block=4)
+    r = torch.rand(5, 40, generator=torch.Generator().manual_seed(3)).numpy().astype(np.float64)
+    for row in (0, 1, 3, 4):
+        trues = np.flatnonzero(mask[row].numpy())
+        np.testing.assert_array_equal(drawn[row].numpy(), trues[(r[row] * len(trues)).astype(int)])
+    # uniform: every True entry of a row comes up about equally often
+    counts = np.bincount(draw_true(mask[:1], 20000, torch.Generator().manual_seed(4), block=4)[0].numpy(),
+                         minlength=23)
+    trues = np.flatnonzero(mask[0].numpy())
+    assert counts[trues].min() > 0.8 * 20000 / len(trues) and counts.sum() == counts[trues].sum()
 
 
 @pytest.mark.parametrize("method", PAIRWISE)

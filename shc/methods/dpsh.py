@@ -9,9 +9,9 @@ product, only the batch side carrying gradient: with Θ_ij = ½ u_iᵀU_j and s_
 
 η = 10 (the port's CIFAR-10 demo; 50 in its NUS-WIDE script) for the official form, 0.1 for DH's.
 """
-from shc.methods.base import Method, code_values, similarity_matrix
+from shc.methods.base import Method, as_multi_hot, code_values
 from shc.methods.memory import MemoryBank
-from shc.methods.pairwise import pair_likelihood, quantization_error
+from shc.methods.pairwise import bank_likelihood, quantization_error
 
 
 class DPSH(Method):
@@ -28,12 +28,13 @@ class DPSH(Method):
     def loss(self, outputs, labels, indices):
         u = code_values(outputs)
         self.bank.write(u, labels, indices)
-        theta = 0.5 * u @ self.bank.codes.T
-        likelihood = pair_likelihood(theta, similarity_matrix(labels, self.bank.labels, self.ctx.num_classes))
+        pairs = len(self.bank.codes) * len(u)
+        likelihood = bank_likelihood(u, self.bank.codes, as_multi_hot(labels, self.ctx.num_classes),
+                                     self.bank.labels, one_label=not self.ctx.multi_label)
         quantization = quantization_error(u)
         if self.opts["form"] == "dh":
-            return likelihood.mean() + self.opts["eta"] * quantization.mean()
-        return (likelihood.sum() + self.opts["eta"] * quantization.sum()) / (len(self.bank.codes) * len(u))
+            return likelihood / pairs + self.opts["eta"] * quantization.mean()
+        return (likelihood + self.opts["eta"] * quantization.sum()) / pairs
 
     def state_dict(self):
         return self.bank.state_dict()

@@ -8,8 +8,8 @@ Head: Linear(feat, q) = u; codes sign(u). Triplets (anchor i, positive j, negati
 
     official (default, the authors' code): anchors are the batch; a memory bank of every training image's latest
         u supplies the positives and negatives (the batch's own images and images not yet seen excluded), drawn
-        per anchor at random — ``positives`` × ``negatives`` triplets each — from the method's own generator,
-        seeded per step from (seed, rank, step) so that a resumed run draws what an uninterrupted one would;
+        per anchor uniformly with replacement — ``positives`` × ``negatives`` triplets each — from the method's
+        own generator, seeded per step from (seed, rank, step) so that a resumed run draws what an uninterrupted one would;
         α = q/2 (margin_bits = 0.5); gradient only through the anchor.
     dh (DeepHash-pytorch): in-batch, every (positive, negative) pair of each anchor with at least one of each
         (itself a positive), on the unhalved ⟨u_i, u_j⟩, α = 5, optional clamp of the margin term to [−100, 50].
@@ -23,7 +23,7 @@ import torch
 
 from shc.methods.base import Method, code_values, similarity_matrix
 from shc.methods.memory import MemoryBank
-from shc.methods.pairwise import quantization_error, triplet_likelihood
+from shc.methods.pairwise import draw_true, quantization_error, triplet_likelihood
 
 
 class DTSH(Method):
@@ -63,16 +63,16 @@ class DTSH(Method):
 
     def _bank_triplets(self, u, labels, indices):
         written = self.bank.write(u, labels, indices)
-        s = similarity_matrix(labels, self.bank.labels, self.ctx.num_classes) > 0
-        available = self.bank.filled.clone()
-        available[written] = False
-        positive, negative = s & available, ~s & available
-        anchors = positive.any(1) & negative.any(1)
+        available = self.bank.filled.to(u.dtype)
+        available[written] = 0
+        positive = self.bank.similar(labels, available)
+        has_positive = positive.sum(1)
+        anchors = (has_positive > 0) & (has_positive < available.sum())
+        negative = self.bank.similar(labels, available, same=False)
         seed = np.random.SeedSequence([self.ctx.seed, self.rank, int(self.steps)]).generate_state(1)[0]
         self.generator.manual_seed(int(seed))
-        draw = lambda mask, n: torch.multinomial(mask[anchors].float(), n, replacement=True,  # noqa: E731
-                                                 generator=self.generator)
-        j, k = draw(positive, self.opts["positives"]), draw(negative, self.opts["negatives"])
+        j = draw_true(positive, self.opts["positives"], self.generator)[anchors]
+        k = draw_true(negative, self.opts["negatives"], self.generator)[anchors]
         ua = u[anchors]
         theta_pos = 0.5 * torch.einsum("rq,rpq->rp", ua, self.bank.codes[j])
         theta_neg = 0.5 * torch.einsum("rq,rmq->rm", ua, self.bank.codes[k])

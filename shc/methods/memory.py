@@ -16,6 +16,7 @@ class MemoryBank:
     def __init__(self, ctx: MethodContext, width: int, method: str):
         # train_size 0: only the head is wanted (shc.load_run); the loss then says what it lacks
         self.method = method
+        self.one_label = not ctx.multi_label
         self.num_classes = ctx.num_classes
         self.dist = ctx.dist
         self.codes = torch.zeros(ctx.train_size, width, device=ctx.device)
@@ -34,6 +35,21 @@ class MemoryBank:
         self.labels[indices] = labels.to(self.labels.dtype)
         self.filled[indices] = True
         return indices
+
+    def similar(self, labels: torch.Tensor, rows: torch.Tensor | None = None, same: bool = True) -> torch.Tensor:
+        """(B, N) float s_ij: 1 when batch image i shares a label with bank row j, else 0 (unwritten rows share
+        none, either way); only the rows where ``rows`` (N, 0/1 float) is 1 count, the others are 0 either way. ``same=False``:
+        1 − s_ij on those rows instead. Single-label: products of one-hot rows give either directly (no pass over
+        the B×N result)."""
+        bank_labels = self.labels if rows is None else self.labels * rows[:, None]
+        batch = as_multi_hot(labels, self.num_classes)
+        if self.one_label:
+            return (batch if same else 1 - batch) @ bank_labels.T
+        shared = (batch @ bank_labels.T > 0).to(batch.dtype)
+        if same:
+            return shared
+        written = self.filled.to(batch.dtype)
+        return (written if rows is None else written * rows) - shared
 
     def state_dict(self) -> dict:
         return {"bank_codes": self.codes.clone(), "bank_labels": self.labels.clone(),
