@@ -47,8 +47,8 @@ class _BankLikelihood(torch.autograd.Function):
             rows = bank[start:start + chunk]
             theta = h @ rows.T
             e = theta.abs()
-            abs_sum += e.sum(dtype=torch.float64)
-            total += e.neg_().exp_().add_(1).log_().sum(dtype=torch.float64)  # log(1 + e^−|Θ|)
+            abs_sum += e.sum()  # float32 sums (a float64 one converts first: slower), totals in float64
+            total += e.neg_().exp_().add_(1).log_().sum()  # log(1 + e^−|Θ|)
             if one_label:
                 theta.sigmoid_()
             else:
