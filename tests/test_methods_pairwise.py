@@ -420,6 +420,30 @@ def test_option_errors_exit_2_before_work(tmp_path, capsys, argv, message):
     assert not out.exists() or not any(out.iterdir())
 
 
+# ------------------------------------------------------------------------------------ two ranks
+def _bank_worker(rank, world_size, store):
+    from datetime import timedelta
+    from shc.train.dist import Dist
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size,
+                                         timeout=timedelta(seconds=60))
+    dist = Dist.current()
+    ragged = dist.all_gather(torch.arange(rank + 2, dtype=torch.float32)[:, None] + 10 * rank)  # 2 and 3 rows
+    assert ragged[:, 0].tolist() == [0, 1, 10, 11, 12]
+    ctx = MethodContext(bits=3, num_classes=2, multi_label=False, train_size=6, dist=dist)
+    method = create_method("dpsh", ctx)
+    method.loss(torch.full((3, 3), float(rank + 1)), torch.full((3,), rank), torch.tensor([rank, rank + 2, rank + 4]))
+    # every rank holds both ranks' rows
+    assert method.bank.filled.all()
+    assert method.bank.codes[:, 0].tolist() == [1, 2, 1, 2, 1, 2]
+    assert method.bank.labels.argmax(1).tolist() == [0, 1, 0, 1, 0, 1]
+    torch.distributed.destroy_process_group()
+
+
+def test_banks_hold_every_ranks_rows(tmp_path):
+    torch.multiprocessing.spawn(_bank_worker, args=(2, str(tmp_path / "store")), nprocs=2, join=True)
+
+
 # ------------------------------------------------------------------------------------ kill -9, then --resume
 def test_kill_then_resume_is_byte_identical(tmp_path):
     """A DPSH run SIGKILLed once its stage-3 checkpoint of epoch 1 or 2 exists, then --resume: the same codes
