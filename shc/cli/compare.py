@@ -1,9 +1,11 @@
 """shc-compare: hash-center methods side by side — every (centers, bits, seed) trained with the same backbone,
 budget and splits, then mean ± std per method and length.
 
-Writes DIR/results.json, DIR/results.md and DIR/pr_<bits>bits.png; each run lives in DIR/runs/<centers>-<bits>bits-
-seed<seed>/ (a full shc-train output). Stage 1 is trained once per dataset and seed (DIR/stage1-cache) and reused.
-Rerunning the command reuses finished runs, so an interrupted grid continues where it stopped.
+Writes DIR/results.json, .md, .csv, .tex, DIR/pr_<bits>bits.png/.pdf, DIR/map_vs_bits.png/.pdf and every run's
+per-query AP (DIR/per-query-ap/); each run lives in DIR/runs/<centers>-<bits>bits-seed<seed>/ (a full shc-train
+output). --external adds codes made elsewhere to the tables and figures. Stage 1 is trained once per dataset and
+seed (DIR/stage1-cache) and reused. Rerunning the command reuses finished runs, so an interrupted grid continues
+where it stopped.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", "--seed", dest="seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="seeds: data split, init, shuffling and centers (default: 0 1 2)")
     p.add_argument("--out", default=None, help="output directory (default: runs/compare-DATASET)")
+    p.add_argument("--external", nargs=3, action="append", default=[], metavar=("NAME", "QUERY_FILE", "DB_FILE"),
+                   help="codes made outside shc, added to the table and figure of their code length; NAME@SEED "
+                        "names the seed whose split (query/database order) they encode (default: the first seed); "
+                        "repeatable; every format shc-eval reads")
     return p
 
 
@@ -44,20 +50,22 @@ def main(argv=None) -> int:
 
 
 def compare(args) -> None:
-    from shc.compare import plan_grid, run_grid
+    from shc.compare import check_externals, parse_external, plan_grid, run_grid
     from shc.train.options import config_from_options
 
     if args.nproc not in (None, 1):  # the grid's runs train one after another here
         raise ValueError("--nproc is not supported by shc-compare: each run of the grid trains in this process")
     cells = plan_grid(args.centers, args.bits, args.seeds)
+    externals = [parse_external(name, query, db, args.seeds) for name, query, db in args.external]
+    check_externals(externals, cells)
     out = args.out or f"runs/compare-{args.dataset}"
     # every shc-train option, checked once here (each cell replaces the axes)
     base = config_from_options({**vars(args), "method": cells[0].centers, "centers": None, "bits": cells[0].bits,
                                 "seed": cells[0].seed, "out": out})
     base.resolved()
-    results = run_grid(base, cells, out)
-    print(f"shc-compare: {len(results['runs'])} runs -> {out}/results.md, {out}/results.json, "
-          + ", ".join(f"{out}/{p}" for p in results["figures"].values()))
+    results = run_grid(base, cells, out, externals=externals)
+    print(f"shc-compare: {len(results['runs'])} runs -> {out}/results.md (.json, .csv, .tex), "
+          + ", ".join(f"{out}/{p}" for p in [*results["figures"].values(), results["map_vs_bits"]]))
 
 
 if __name__ == "__main__":
