@@ -408,8 +408,8 @@ def test_end_to_end(tmp_path, method, multi_label):
 
 @pytest.mark.parametrize("argv, message", [
     (["--method", "dpsh", "--method-option", "margin=1"], "method dpsh takes no option 'margin'; it takes: eta, form"),
-    (["--method", "hashnet", "--method-option", "beta_every=fast"], "option beta_every takes a integer"),
-    (["--method", "dtsh", "--method-option", "clamp=1"], "option clamp takes a True/False"),
+    (["--method", "hashnet", "--method-option", "beta_every=fast"], "option beta_every takes an integer"),
+    (["--method", "dtsh", "--method-option", "clamp=1"], "option clamp takes True or False"),
     (["--method", "idhn", "--method-option", "form=paper"], "form must be one of official, dh"),
 ])
 def test_option_errors_exit_2_before_work(tmp_path, capsys, argv, message):
