@@ -124,12 +124,21 @@ def write_text(path, text: str) -> None:
 
 
 def write_npy(path, array) -> None:
-    """A numpy array as .npy to ``path`` through :func:`atomic_write` (np.save to a name would add ".npy")."""
+    """A numpy array as .npy to ``path`` through :func:`atomic_write`."""
     import numpy as np
+    _write_numpy(path, np.save, array)
 
+
+def write_npz(path, arrays: dict) -> None:
+    """Named numpy arrays as .npz to ``path`` through :func:`atomic_write`."""
+    import numpy as np
+    _write_numpy(path, np.savez, **arrays)
+
+
+def _write_numpy(path, save, *args, **kwargs) -> None:
     def write(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would add ".npy" / ".npz" to it
+            save(f, *args, **kwargs)
     atomic_write(path, write)
 
 
