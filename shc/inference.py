@@ -44,10 +44,11 @@ def save_model_config(out, dataset, cfg, fingerprint: str) -> None:
                           "resize_size": split.resize_size if files else dataset.image_size,
                           "crop_size": split.crop_size if files else dataset.image_size,
                           "scale": scale, "shift": shift, "image_files": files},
-        "dataset": {"name": dataset.name, "data_root": cfg.data_root, "seed": cfg.seed,
+        "dataset": {"name": dataset.name, "data_root": cfg.data_root and os.path.abspath(cfg.data_root),
+                    "seed": cfg.seed,
                     "options": cfg.data_options, "num_classes": dataset.num_classes,
                     "multi_label": dataset.multi_label, "class_names": dataset.class_names},
-        "eval_batch_size": cfg.eval_batch_size,
+        "eval_batch_size": cfg.eval_batch_size, "working_dir": os.getcwd(),
     }
     write_json(Path(out) / CONFIG_FILE, config)
 
@@ -87,6 +88,10 @@ def read_model_config(run_dir) -> dict:
         raise ValueError(f"{run}: cannot read {CONFIG_FILE}: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{run}: {CONFIG_FILE} has an unknown format (written by another shc version?)")
+    # older runs recorded paths relative to where they were trained: from now on, relative to that directory
+    from shc.train.recorded import absolute, working_dir
+    config["working_dir"] = working_dir(run, config.get("working_dir"))
+    config["dataset"]["data_root"] = absolute(config["dataset"].get("data_root"), config["working_dir"])
     return config
 
 

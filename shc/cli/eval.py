@@ -20,7 +20,7 @@ import time
 # CPU from the engine's threads. Set before numpy is imported; an explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from shc.cli._errors import check_output_path, run_cli  # noqa: E402
+from shc.cli._errors import check_output_path, parse_args, run_cli  # noqa: E402
 
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
 an array. codes: ±1, {0,1}, bool, real-valued (sign) or np.packbits bytes with --bits. labels: class ids, one-hot or
@@ -37,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-labels", required=True, metavar="FILE", help="query labels: ids, one-hot or multi-hot")
     p.add_argument("--db-labels", required=True, metavar="FILE", help="database labels")
     p.add_argument("--topk", nargs="+", default=["100", "1000", "all"], metavar="K",
-                   help="cut-offs for mAP@k: positive integers or 'all' (default: 100 1000 all)")
+                   help="cut-offs for mAP@k: positive integers or 'all', space- or comma-separated (default: 100 1000 all)")
     p.add_argument("--ties", default="index", choices=TIES,
                    help="order inside equal distances (default: index = stable by database index)")
     p.add_argument("--radius", type=int, default=2, help="Hamming radius for P@H<=r and R@H<=r (default: 2)")
-    p.add_argument("--bits", type=int, default=None, help="code length; required for np.packbits uint8 codes")
+    p.add_argument("--bits", type=int, default=None,
+                   help="code length; required for np.packbits uint8 codes (shc-encode --packed codes: read from "
+                        "their .json sidecar)")
     p.add_argument("--pr-curve", metavar="PNG", help="write the PR curves (by radius and by rank) to this PNG")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores / OMP_NUM_THREADS)")
@@ -64,6 +66,7 @@ def _naming_the_file(message: str, args) -> str:
 
 
 def run(args) -> dict:
+    from shc.cli._args import list_values
     from shc.codes import engine_threads
     from shc.io import load_array
     from shc.metrics import evaluate
@@ -73,12 +76,13 @@ def run(args) -> dict:
     for path, option in ((args.json, "--json"), (args.pr_curve, "--pr-curve")):
         if path:
             check_output_path(path, option)
+    bits = args.bits if args.bits is not None else _bits_from_sidecars(args)
     start = time.perf_counter()
     arrays = {name: load_array(getattr(args, name), mmap=True)
               for name in ("query_codes", "db_codes", "query_labels", "db_labels")}
     try:
         report = evaluate(arrays["query_codes"], arrays["db_codes"], arrays["query_labels"], arrays["db_labels"],
-                          topk=args.topk, ties=args.ties, threads=args.threads, bits=args.bits, radius=args.radius)
+                          topk=list_values(args.topk), ties=args.ties, threads=args.threads, bits=bits, radius=args.radius)
     except (ValueError, TypeError) as exc:
         raise type(exc)(_naming_the_file(str(exc), args)) from None
     report.seconds = time.perf_counter() - start  # the whole job: loading, packing, ranking
@@ -96,11 +100,20 @@ def run(args) -> dict:
     return result
 
 
+def _bits_from_sidecars(args) -> int | None:
+    """The code length of shc-encode --packed codes, from their FILE.json sidecars."""
+    from shc.retrieval import packed_bits
+    found = {packed_bits(path) for path in (args.query_codes, args.db_codes)} - {None}
+    if len(found) > 1:
+        raise ValueError(f"--query-codes and --db-codes are packed codes of different lengths "
+                         f"({' and '.join(map(str, sorted(found)))} bits)")
+    return found.pop() if found else None
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args("shc-eval", build_parser, argv)
     if args.radius < 0:
-        parser.error(f"--radius must be non-negative, got {args.radius}")
+        build_parser().error(f"--radius must be non-negative, got {args.radius}")
     return run_cli("shc-eval", run, args)
 
 
