@@ -232,7 +232,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     with _timed(seconds, "data"):
         dataset = _load_data(cfg, dist)
     epoch_log = EpochLog(out, tensorboard=cfg.tensorboard) if dist.is_main else None  # history.csv as it goes
-    job = _Job(cfg, dist, device, dataset, _callbacks(callback, epoch_log and epoch_log.log))
+    job = _Job(cfg, dist, device, dataset, _callbacks(epoch_log and epoch_log.log, callback))
     job.log(f"data: {job.dataset!r}")
     job.log(settings_line(cfg, dataset, device))
     with _timed(seconds, "stage1"):
