@@ -54,22 +54,26 @@ def duration(seconds: float) -> str:
 
 class StageClock:
     """How long a training stage has left, from the pace of what it trained so far in this call: after the first
-    batches (once, in the first epoch, ``early_after_s`` in), then after every epoch (evaluations included)."""
+    batches (once, in the first epoch, ``early_after_s`` in, from the batches after the first, which pays for the
+    warm-up), then after every epoch (evaluations included)."""
 
     def __init__(self, name: str, epochs: int, start_epoch: int, steps: int, say, *,
                  early_after_s: float = EARLY_ESTIMATE_S):
         self.name, self.epochs, self.start_epoch, self.steps, self.say = name, epochs, start_epoch, steps, say
         self.early_after_s = early_after_s
         self.started = time.perf_counter()
+        self.first_done = None  # when this call's first batch ended
         self.batches = 0  # in this call's first epoch; None once its estimate was said or the epoch ended
 
     def batch_done(self) -> None:
         if self.batches is None:
             return
         self.batches += 1
-        elapsed = time.perf_counter() - self.started
-        if elapsed >= self.early_after_s and self.batches < self.steps:
-            per_epoch = elapsed / self.batches * self.steps
+        now = time.perf_counter()
+        if self.batches == 1:
+            self.first_done = now
+        elif now - self.started >= self.early_after_s and self.batches < self.steps:
+            per_epoch = (now - self.first_done) / (self.batches - 1) * self.steps
             left = self.epochs - self.start_epoch
             self.say(f"{self.name}: {duration(per_epoch)} per epoch at the pace of its first {self.batches} batches, "
                      f"{duration(per_epoch * left)} for {left} epoch{'s' if left > 1 else ''}")

@@ -117,12 +117,14 @@ def test_stage_time_estimates(monkeypatch):
     monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
     said = []
     clock = progress.StageClock("stage3", epochs=100, start_epoch=2, steps=10, say=said.append)
-    now[0] = 5.0
-    clock.batch_done()  # 5 s in: too early to say
-    now[0] = 12.0
-    clock.batch_done()  # 6 s a batch -> 60 s an epoch, 98 epochs left
+    now[0] = 6.0
+    clock.batch_done()  # the first batch (with the warm-up) is not timed
+    now[0] = 8.0
+    clock.batch_done()  # 8 s in: too early to say
+    now[0] = 14.0
+    clock.batch_done()  # 4 s a batch since the first -> 40 s an epoch, 98 epochs left
     clock.batch_done()
-    assert said == ["stage3: ~60 s per epoch at the pace of its first 2 batches, ~1.6 h for 98 epochs"]
+    assert said == ["stage3: ~40 s per epoch at the pace of its first 3 batches, ~65 min for 98 epochs"]
     now[0] = 150.0
     assert clock.epoch_done(3) == ", ~4 h left"  # 150 s for epoch 3, 97 to go
     now[0] = 300.0
