@@ -220,6 +220,21 @@ def test_loader_settings_as_data_options():
         TrainConfig(workers=2, data_options={"workers": 1}).resolved()
 
 
+def test_shc_cache_builds_what_shc_train_reads(tmp_path, capsys):
+    """The same flags (--resize/--crop, loader settings as data options) in shc-cache build as in shc-train."""
+    from shc.cli.cache import main as cache_main
+    from shc.data.image_cache import list_stores
+    data = small_images(tmp_path / "data")
+    assert cache_main(["build", "--dataset", "custom", "--data-root", str(data), "--crop", "28", "--data-option",
+                       "workers=1", "--data-option", "skip_unreadable=True", "--image-cache",
+                       str(tmp_path / "cache")]) == 0
+    assert [(len(s), s.resize_size) for s in list_stores(tmp_path / "cache")] == [(24, 32)]
+    code = cache_main(["build", "--dataset", "custom", "--data-root", str(data), "--workers", "2", "--data-option",
+                       "workers=1", "--image-cache", str(tmp_path / "cache")])
+    assert code == 2 and capsys.readouterr().err.endswith(
+        "shc-cache: error: workers is given twice, as 2 and as data option workers=1\n")
+
+
 def test_a_failed_argument_check_leaves_no_directory(tmp_path, capsys):
     out = tmp_path / "new" / "run"
     code = train_main(["--dataset", "synthetic", "--num_classes", "99", "--out", str(out), "--no-progress"])

@@ -99,17 +99,12 @@ class TrainConfig:
 def _loader_options_as_fields(cfg: TrainConfig) -> TrainConfig:
     """``data_options`` that are the loader's own fields (workers, skip_unreadable, image_cache, progress) moved
     into them: one setting, given either way (two different values: ValueError)."""
-    from shc.data.registry import LOADER_OPTIONS
+    from shc.data.registry import LOADER_OPTIONS, loader_settings
 
     if not isinstance(cfg.data_options, dict):
         raise ValueError(f"data_options must be a dict, got {type(cfg.data_options).__name__}")
-    moved = {k: v for k, v in cfg.data_options.items() if k in LOADER_OPTIONS}
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for key, value in moved.items():
-        if getattr(cfg, key) not in (defaults[key], value):
-            raise ValueError(f"{key} is given twice, as {getattr(cfg, key)!r} and as data option {key}={value!r}")
-    rest = {k: v for k, v in cfg.data_options.items() if k not in LOADER_OPTIONS}
-    return dataclasses.replace(cfg, data_options=rest, **moved)
+    settings, rest = loader_settings(cfg.data_options, **{k: getattr(cfg, k) for k in LOADER_OPTIONS})
+    return dataclasses.replace(cfg, data_options=rest, **settings)
 
 
 def normalize_topk(topk) -> tuple:
