@@ -10,8 +10,10 @@ import json
 import os
 from pathlib import Path
 
-# TrainConfig fields that name files or directories (relative ones are relative to the working directory)
+# TrainConfig fields and dataset options that name files or directories (relative ones are relative to the
+# working directory)
 PATH_FIELDS = ("data_root", "out", "pretrained", "stage1_cache", "image_cache")
+PATH_OPTIONS = ("image_root",)
 
 
 def read_metrics(run_dir) -> dict:
@@ -45,6 +47,11 @@ def absolute(path, base: str | None):
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
 
+def absolute_options(options: dict, base: str | None) -> dict:
+    """Dataset options with their paths (``image_root``) relative to ``base``."""
+    return {k: absolute(v, base) if k in PATH_OPTIONS else v for k, v in options.items()}
+
+
 def recorded_config(source) -> dict:
     """The configuration a run recorded (``source``: the run directory or its metrics.json), its paths made
     absolute; ValueError when there is none."""
@@ -61,4 +68,7 @@ def recorded_config(source) -> dict:
     if not isinstance(config, dict):
         raise ValueError(f"--config {metrics_file}: no \"config\" in it (not an shc-train metrics.json)")
     base = working_dir(metrics_file.parent, metrics.get("working_dir"))
-    return {k: absolute(v, base) if k in PATH_FIELDS else v for k, v in config.items()}
+    config = {k: absolute(v, base) if k in PATH_FIELDS else v for k, v in config.items()}
+    if isinstance(config.get("data_options"), dict):
+        config["data_options"] = absolute_options(config["data_options"], base)
+    return config
