@@ -360,6 +360,11 @@ def test_config_replays_a_run_with_flags_overriding(run, tmp_path, monkeypatch, 
                    if _jsonish(getattr(cfg, f.name)) != recorded[f.name]}
         assert changed == {"bits": 32, "data_root": str(data), "out": str(out),
                            "data_options": {"resize_size": 32, "crop_size": 24}}
+    for argv, check in ((["--lambd", "0.01"], lambda c: c.method_options["lambd"] == 0.01),  # not the recorded one
+                        (["--method", "csq"], lambda c: (c.method, c.centers) == ("csq", "csq")),
+                        (["--centers", "mds"], lambda c: (c.method, c.centers) == ("mds", "mds"))):
+        argv = ["--config", str(out), *argv]
+        assert check(config_from_args(build_parser().parse_args(argv), argv).resolved())
     code = train_main(["--config", str(tmp_path / "nowhere")])
     assert code == 2 and capsys.readouterr().err == f"shc-train: error: --config {tmp_path / 'nowhere'}: no such file\n"
 
