@@ -371,3 +371,13 @@ def test_config_replays_a_run_with_flags_overriding(run, tmp_path, monkeypatch, 
 
 def _jsonish(value):
     return json.loads(json.dumps(value))
+
+
+# ------------------------------------------------------------------------------------- 5. install as a library
+def test_extras_declare_ranges_and_only_setup_pins_torch():
+    """pip keeps a research environment's torch (a CPU-only build stays one) when it fits the range."""
+    import tomllib
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert not [req for reqs in extras.values() for req in reqs if "==" in req]
+    assert "torch>=2.6,<3" in extras["train"] and extras["centers"] == ["numba>=0.59"]
+    assert "torch==2.14.1 torchvision==0.29.1" in (REPO / "scripts" / "setup.sh").read_text()
