@@ -55,11 +55,17 @@ def parse_args(prog: str, build_parser, argv):
     try:
         return build_parser().parse_args(argv)
     except ModuleNotFoundError as exc:
-        message = missing_extra(exc)
-        if message is None:
+        if not _told_missing_extra(prog, exc):
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _told_missing_extra(prog: str, exc: ModuleNotFoundError, context: str = "") -> bool:
+    """Print the one line of a missing optional module; False (nothing printed) for any other module."""
+    message = missing_extra(exc)
+    if message is not None:
+        print(f"{prog}: error: {context}{message}", file=sys.stderr)
+    return message is not None
 
 
 def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "interrupted") -> int:
@@ -79,10 +85,8 @@ def run_cli(prog: str, fn, args, *, context: str = "", interrupted: str = "inter
         print(f"{prog}: error: {context}{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
-        message = missing_extra(exc)
-        if message is None:
+        if not _told_missing_extra(prog, exc, context):
             raise  # not an optional part: a bug
-        print(f"{prog}: error: {context}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)

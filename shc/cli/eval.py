@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-labels", required=True, metavar="FILE", help="query labels: ids, one-hot or multi-hot")
     p.add_argument("--db-labels", required=True, metavar="FILE", help="database labels")
     p.add_argument("--topk", nargs="+", default=["100", "1000", "all"], metavar="K",
-                   help="cut-offs for mAP@k: positive integers or 'all', space- or comma-separated (default: 100 1000 all)")
+                   help="cut-offs for mAP@k: positive integers or 'all', space- or comma-separated (default: 100 "
+                        "1000 all)")
     p.add_argument("--ties", default="index", choices=TIES,
                    help="order inside equal distances (default: index = stable by database index)")
     p.add_argument("--radius", type=int, default=2, help="Hamming radius for P@H<=r and R@H<=r (default: 2)")
@@ -82,7 +83,8 @@ def run(args) -> dict:
               for name in ("query_codes", "db_codes", "query_labels", "db_labels")}
     try:
         report = evaluate(arrays["query_codes"], arrays["db_codes"], arrays["query_labels"], arrays["db_labels"],
-                          topk=list_values(args.topk), ties=args.ties, threads=args.threads, bits=bits, radius=args.radius)
+                          topk=list_values(args.topk), ties=args.ties, threads=args.threads, bits=bits,
+                          radius=args.radius)
     except (ValueError, TypeError) as exc:
         raise type(exc)(_naming_the_file(str(exc), args)) from None
     report.seconds = time.perf_counter() - start  # the whole job: loading, packing, ranking

@@ -29,8 +29,9 @@ near the images' own size: a 28 px image resized to 256 costs ~80x the time and 
 replay a run: shc-train --config RUN (or RUN/metrics.json) [flags that change it] reruns its configuration.
 
 outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt,
-history.csv (one row per epoch, as training goes; --tensorboard adds tensorboard/), metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
-pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
+history.csv (one row per epoch, as training goes; --tensorboard adds tensorboard/), metrics.json,
+codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them), pr_curve.png,
+training.png. A rerun reuses every stage whose inputs did not change.
 
 distributed: --nproc N starts N workers on this machine through torch's elastic launcher (nccl on CUDA, one GPU
 per process; gloo on CPU); --batch-size is the global batch, split evenly. The same run under torchrun:

@@ -295,13 +295,14 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
 
 def settings_line(cfg: TrainConfig, dataset, device: torch.device, *, stage1: bool) -> str:
     """What the run will do, in one line at its start: what takes the time, and the flags that change it."""
-    stage1 = f"stage 1 {cfg.classify_epochs} epochs (--classify_epoch), " if stage1 else ""
+    classifier = f"stage 1 {cfg.classify_epochs} epochs (--classify_epoch), " if stage1 else ""
     size = dataset.image_size
     resize = getattr(dataset.train, "resize_size", None)
     resized = f" (resized to {resize}, --resize/--crop)" if resize else ""
-    return (f"settings: {cfg.backbone} backbone (--backbone), {size}x{size} input{resized}, {stage1}stage 3 "
+    return (f"settings: {cfg.backbone} backbone (--backbone), {size}x{size} input{resized}, {classifier}stage 3 "
             f"{cfg.epochs} epochs (--epoch), batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.bits} bits, method "
-            f"{cfg.method}, on {device}" + (f" with {torch.get_num_threads()} thread(s)" if device.type == "cpu" else ""))
+            f"{cfg.method}, on {device}"
+            + (f" with {torch.get_num_threads()} thread(s)" if device.type == "cpu" else ""))
 
 
 def _callbacks(*callbacks):
