@@ -44,7 +44,7 @@ def run(args) -> None:
     if args.command == "build":
         _build(args)
     elif args.command == "list":
-        stores, broken = image_cache.list_stores(cache_dir)
+        stores, broken = image_cache.scan_stores(cache_dir)
         for s in stores:
             bad = f", {len(s.errors)} unreadable" if s.errors else ""
             print(f"{s.path.name}  {len(s):>9,} images{bad}  {image_cache.human_size(s.nbytes):>9}  "

@@ -169,9 +169,14 @@ class ImageStore:
         return out
 
 
-def list_stores(cache_dir: str | os.PathLike | None = None) -> tuple[list[ImageStore], dict[Path, str]]:
-    """The finished stores in ``cache_dir`` (default: :func:`default_cache_dir`), oldest first, and the broken
-    ones ``{directory: why}`` (a damaged store does not hide the others)."""
+def list_stores(cache_dir: str | os.PathLike | None = None) -> list[ImageStore]:
+    """The sound finished stores in ``cache_dir`` (default: :func:`default_cache_dir`), oldest first (a damaged
+    store does not hide the others: :func:`scan_stores` names it)."""
+    return scan_stores(cache_dir)[0]
+
+
+def scan_stores(cache_dir: str | os.PathLike | None = None) -> tuple[list[ImageStore], dict[Path, str]]:
+    """The sound finished stores in ``cache_dir``, oldest first, and the damaged ones ``{directory: why}``."""
     cache_dir = resolve_cache_dir(cache_dir)
     found, broken = [], {}
     for d in sorted(cache_dir.glob("*")):
