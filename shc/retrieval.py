@@ -7,6 +7,7 @@ directory, the sub-directory it is in, given as a class name or class id); relev
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -105,15 +106,22 @@ def sidecar_path(codes_path) -> Path:
 def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packed: bool, run_dir,
                 fingerprint: str) -> None:
     """``out`` (.npy): ±1 int8 codes, or ``np.packbits(codes > 0, axis=1)`` bytes; ``out``'s .json sidecar:
-    bits, format, paths, labels and the run that made them."""
-    from shc.train.artifacts import write_array, write_json
+    bits, format, paths, labels, the run that made them and the codes file's sha256. The sidecar goes first:
+    a write that fails between the two (a full disk) leaves a sidecar that names other codes, which readers
+    refuse, never new codes beside the old paths."""
+    from shc.integrity import bytes_digest
+    from shc.train.artifacts import atomic_write, write_json
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
-    write_array(out, np.packbits(codes > 0, axis=1) if packed else codes)
+    buffer = io.BytesIO()
+    np.save(buffer, np.packbits(codes > 0, axis=1) if packed else codes)
+    data = buffer.getvalue()
     write_json(sidecar_path(out), {"format": SIDECAR_FORMAT, "bits": int(codes.shape[1]), "packed": packed,
                                    "count": len(codes), "paths": [str(p) for p in paths], "labels": labels,
-                                   "run": str(Path(run_dir).resolve()), "fingerprint": fingerprint})
+                                   "run": str(Path(run_dir).resolve()), "fingerprint": fingerprint,
+                                   "sha256": bytes_digest(data)})
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # --------------------------------------------------------------------------------------------- the database
@@ -166,46 +174,34 @@ def run_split_images(config: dict, which: str, count: int | None = None) -> list
 
 
 def run_database(run_dir, config: dict) -> Database:
-    """The run's saved database codes (codes/db_codes.npy) and labels."""
-    codes_dir = Path(run_dir) / "codes"
-    try:
-        codes = np.load(codes_dir / "db_codes.npy", allow_pickle=False)
-        labels = np.load(codes_dir / "db_labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
-    class_names = config["dataset"].get("class_names")
-    dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
-    paths = run_database_paths(run_dir, dataset, labels) if dataset["image_files"] else None
-    return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names), paths,
-                    dataset_config=dataset)
+    """The run's saved database codes (codes/db_codes.npy), labels and, for image files, paths: the files the
+    run's manifest lists for the model of ``config`` (ValueError naming the file otherwise)."""
+    from shc.integrity import read_manifest, verified_bytes
+    manifest = read_manifest(run_dir)
 
-
-def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> list[str]:
-    """The image paths of the run's database codes: codes/db_paths.json, written with the codes; runs from
-    before it reload the lists, which must still match the saved labels, or results would show other images."""
-    saved = Path(run_dir) / "codes" / "db_paths.json"
-    if saved.is_file():
+    def read(name):
+        data = verified_bytes(run_dir, f"codes/{name}", manifest, model=config["fingerprint"])
         try:
-            paths = json.loads(saved.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{saved}: cannot read ({exc})") from None
-    else:
-        split = run_split(dataset_config, "database")
-        paths = split.paths
-        if len(paths) != len(labels) or not np.array_equal(split.labels, labels):
-            raise ValueError(f"{run_dir}: the dataset's database list is not the one the run encoded "
-                             f"({len(paths)} images listed now, {len(labels)} codes saved; or their labels "
-                             f"differ), so its codes cannot be matched to images: restore the lists it was "
-                             f"trained on, or encode the database with shc-encode and search it with --db")
-    if len(paths) != len(labels):
-        raise ValueError(f"{saved}: {len(paths)} paths for {len(labels)} database codes")
-    return [str(p) for p in paths]
+            return json.loads(data) if name.endswith(".json") else np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{run_dir}: cannot read codes/{name} ({exc})") from None
+
+    codes, labels = read("db_codes.npy"), read("db_labels.npy")
+    image_files = config["preprocessing"]["image_files"]
+    paths = [str(p) for p in read("db_paths.json")] if image_files else None
+    if len({len(codes), len(labels), len(paths or labels)}) != 1:
+        raise ValueError(f"{run_dir}: the run's database files disagree: {len(codes)} codes, {len(labels)} labels"
+                         + (f", {len(paths)} paths" if paths is not None else ""))
+    class_names = config["dataset"].get("class_names")
+    return Database(codes, str(Path(run_dir) / "codes" / "db_codes.npy"), labels_of_array(labels, class_names),
+                    paths, dataset_config={**config["dataset"], "image_files": image_files})
 
 
 def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     """Codes from a file (shc-encode's, with its sidecar, or any ±1 / {0,1} / packbits array) for ``bits``-bit
     queries of the model with ``fingerprint``; ValueError when the widths differ or the sidecar names another
     model (its codes would not be comparable)."""
+    from shc.integrity import file_digest
     from shc.io import load_array
     codes = load_array(str(codes_path))
     meta = {}
@@ -222,6 +218,9 @@ def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     fits = (codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits) if packed else width == bits
     if not fits:
         raise ValueError(f"--db {codes_path} holds {width}-bit codes but the run's model makes {bits}-bit codes")
+    if "sha256" in meta and file_digest(codes_path) != meta["sha256"]:  # older shc-encode sidecars have none
+        raise ValueError(f"--db {codes_path} is not the codes file {sidecar_path(codes_path).name} describes (an "
+                         f"interrupted shc-encode, or a file changed since): encode the database again")
     if meta.get("fingerprint", fingerprint) != fingerprint:
         raise ValueError(f"--db {codes_path} was encoded by another model (run {meta.get('run')}); its codes are "
                          f"not comparable with this run's: encode the database with this run")

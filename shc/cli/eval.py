@@ -63,6 +63,32 @@ def _naming_the_file(message: str, args) -> str:
     return message
 
 
+def check_run_files(args) -> None:
+    """Inputs that shc-train wrote (RUN/codes/FILE) are read only as their run's manifest lists them, and both
+    codes files from one model: a run a failed rerun left half rewritten has no manifest, and mixed models give a
+    mAP of neither."""
+    from pathlib import Path
+
+    from shc.integrity import read_manifest, run_of_codes_file, verified_bytes
+    models = {}
+    for name in INPUT_NAMES.values():
+        path = getattr(args, name)
+        run = run_of_codes_file(path) if os.path.isfile(path) else None
+        if run is None:
+            continue
+        option = f"--{name.replace('_', '-')} {path}"
+        try:
+            manifest = read_manifest(run)
+            verified_bytes(run, f"codes/{Path(path).name}", manifest)
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+        if name.endswith("codes"):
+            models[option] = manifest.get("model")
+    if len(set(models.values())) > 1:
+        raise ValueError(f"{' and '.join(models)} were written by runs of different models, so their Hamming "
+                         f"distances mean nothing: evaluate the codes of one run")
+
+
 def run(args) -> dict:
     from shc.codes import engine_threads
     from shc.io import load_array
@@ -74,6 +100,7 @@ def run(args) -> dict:
         if path:
             check_output_path(path, option)
     start = time.perf_counter()
+    check_run_files(args)
     arrays = {name: load_array(getattr(args, name), mmap=True)
               for name in ("query_codes", "db_codes", "query_labels", "db_labels")}
     try:

@@ -22,8 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from shc.train.artifacts import (array_digest, atomic_write, ensure_writable_dir, fingerprint, load_array_artifact,
-                                 save_array_artifact, write_array, write_json)
+from shc.integrity import retire_manifest, run_lock, write_manifest
+from shc.train.artifacts import (DamagedCheckpoint, array_digest, atomic_write, ensure_writable_dir, fingerprint,
+                                 load_array_artifact, save_array_artifact, write_array, write_json)
 from shc.train.dist import Dist
 from shc.train.evaluation import Evaluator, best_on_query
 from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
@@ -39,6 +40,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthetic": dict(backbone="compact", epochs=4, classify_epochs=3, lr=1e-3, batch_size=32, test_map=2),
     "paper": dict(backbone="resnet34", epochs=100, classify_epochs=100, lr=1e-4, batch_size=64, test_map=5),
 }
+
+
+# The stages' outputs a finished run's manifest lists (with the codes, metrics.json and the figures)
+STAGE1_FILES = ("similarity.npy", "similarity.npy.fingerprint", "stage1.json", "checkpoints/classifier.pt",
+                "checkpoints/classifier.pt.sha256")
+STAGE_FILES = (*STAGE1_FILES, "centers.npy", "centers.npy.fingerprint", "checkpoints/hashnet.pt",
+               "checkpoints/hashnet.pt.sha256", "checkpoints/hashnet.json")
 
 
 @dataclass
@@ -202,14 +210,22 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
+    """The run under its directory's lock (rank 0 holds it)."""
+    if dist.is_main:
+        _check_writable(cfg)
+    with run_lock(cfg.out) if dist.is_main else contextlib.nullcontext():
+        return _run_stages(cfg, dist, device, callback)
+
+
+def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     """The stages in order; each returns what the next needs and times itself into ``seconds``."""
     out = Path(cfg.out)
-    if dist.is_main:
-        _prepare_out(cfg)
     seconds: dict[str, float] = {}
     with _timed(seconds, "data"):
         dataset = _load_data(cfg, dist)
     job = _Job(cfg, dist, device, dataset, callback)
+    if dist.is_main:  # the inputs loaded and checked: only now may the run change what a finished run left
+        _retire_outputs(out)
     job.log(f"data: {job.dataset!r}")
     with _timed(seconds, "stage1"):
         similarity, stage1_info = stage1_similarity(job) if cfg.centers == "shc" else (None, {})
@@ -248,12 +264,19 @@ def _timed(seconds: dict, name: str):
     seconds[name] = time.perf_counter() - start
 
 
-def _prepare_out(cfg: TrainConfig) -> None:
-    """Rank 0, before any work: every output directory writable, no earlier run's metrics.json left behind."""
-    for directory in (cfg.out, cfg.stage1_cache):  # an unwritable one fails now, not after a stage of training
+def _check_writable(cfg: TrainConfig) -> None:
+    """Rank 0, before any work: every output directory writable (an unwritable one fails now, not after a stage
+    of training)."""
+    for directory in (cfg.out, cfg.stage1_cache):
         if directory:
             ensure_writable_dir(directory)
-    (Path(cfg.out) / "metrics.json").unlink(missing_ok=True)  # must not sit next to this run's artifacts
+
+
+def _retire_outputs(out: Path) -> None:
+    """Before the run changes anything in ``out``: readers refuse it (no manifest) until write_outputs is done,
+    and no earlier run's metrics.json sits next to this run's artifacts."""
+    retire_manifest(out)
+    (out / "metrics.json").unlink(missing_ok=True)
 
 
 def _load_data(cfg: TrainConfig, dist: Dist):
@@ -289,6 +312,7 @@ class _Job:
         self.out = Path(cfg.out)
         self.log = say if self.dist.is_main else (lambda *_: None)  # only rank 0 talks
         self.data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
+                        "content": dataset.content_id,  # the images themselves, wherever they are read from
                         "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
                         **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
         weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet")
@@ -328,7 +352,7 @@ def stage1_similarity(job: _Job) -> tuple[np.ndarray, dict]:
     similarity = dist.from_main(similarity)  # bit-identical S (hence centers) on every rank
     if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
         save_array_artifact(out / "similarity.npy", similarity, fp1)
-        for name in ("stage1.json", "checkpoints/classifier.pt"):
+        for name in ("stage1.json", "checkpoints/classifier.pt", "checkpoints/classifier.pt.sha256"):
             if (stage1_dir / name).is_file():
                 atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
     info = _read_json(out / "stage1.json") if dist.is_main else {}
@@ -409,29 +433,43 @@ def stage3_hashing(job: _Job, centers: np.ndarray) -> tuple[Evaluator, list, int
 
 def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
     """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and, for image files,
-    the paths; metrics.json and the two figures."""
+    the paths; metrics.json and the two figures; last the manifest, naming the model and every output's digest
+    (until it is written, readers refuse the run: see shc.integrity)."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
     out, dataset, cfg = job.out, job.dataset, job.cfg
-    query_codes, db_codes = codes
-    write_array(out / "codes" / "query_codes.npy", query_codes)
-    write_array(out / "codes" / "db_codes.npy", db_codes)
-    write_array(out / "codes" / "query_labels.npy", dataset.query.labels)
-    write_array(out / "codes" / "db_labels.npy", dataset.database.labels)
+    arrays = {"query_codes": codes[0], "db_codes": codes[1], "query_labels": dataset.query.labels,
+              "db_labels": dataset.database.labels}
+    written = []
+    for name, array in arrays.items():
+        written.append(f"codes/{name}.npy")
+        write_array(out / written[-1], array)
     for name, split in (("query", dataset.query), ("db", dataset.database)):
         if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
-            write_json(out / "codes" / f"{name}_paths.json", [str(p) for p in split.paths])
+            written.append(f"codes/{name}_paths.json")
+            write_json(out / written[-1], [str(p) for p in split.paths])
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
                  title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
     plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in pr_curves.items()},
                    out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
+    stages = [name for name in STAGE_FILES if (out / name).is_file()
+              and (cfg.centers == "shc" or name not in STAGE1_FILES)]  # not an earlier run's stage 1
+    write_manifest(out, metrics["fingerprints"]["stage3"],
+                   [*stages, *written, "metrics.json", "training.png", "pr_curve.png"])
 
 
-def _main_checkpoint(dist: Dist, path, fp: str):
-    """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all)."""
-    return dist.from_main(checkpoint_state(path, fp) if dist.is_main else None)
+def _main_checkpoint(dist: Dist, path, fp: str, log, stage: str):
+    """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all); a
+    damaged checkpoint is none, and the log says why the stage trains from the start."""
+    def read():
+        try:
+            return checkpoint_state(path, fp)
+        except DamagedCheckpoint as exc:
+            log(f"note: {exc}; training {stage} from the start")
+            return None, False, None
+    return dist.from_main(read() if dist.is_main else None)
 
 
 def _center_hyper(method: str) -> dict:
@@ -446,7 +484,7 @@ def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, stage: 
     """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
     ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history and
     how many of its epochs were trained before this call (all of them when reused)."""
-    state, complete, other = _main_checkpoint(dist, ckpt, fp)
+    state, complete, other = _main_checkpoint(dist, ckpt, fp, log, stage)
     if complete:
         model.load_state_dict(state["model"])
         log(f"{stage}: reusing trained {model_name} {ckpt}")
