@@ -18,9 +18,10 @@ EPILOG = """\
 defaults per dataset (flags override): fashion-mnist and synthetic use the compact CNN and short CPU schedules;
 every other dataset uses the paper's settings (resnet34, 100 + 100 epochs, lr 1e-4, batch 64, test_map 5).
 
-outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt,
-metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them),
-pr_curve.png, training.png. A rerun reuses every stage whose inputs did not change.
+outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt (each
+with a .sha256), metrics.json, codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from
+them), pr_curve.png, training.png, and last manifest.json (every file's sha256: readers refuse a run without it).
+A rerun reuses every stage whose inputs (options, data content) did not change; one run at a time per DIR.
 
 distributed: --nproc N starts N workers on this machine through torch's elastic launcher (nccl on CUDA, one GPU
 per process; gloo on CPU); --batch-size is the global batch, split evenly. The same run under torchrun:

@@ -355,6 +355,8 @@ def stage1_similarity(job: _Job) -> tuple[np.ndarray, dict]:
         for name in ("stage1.json", "checkpoints/classifier.pt", "checkpoints/classifier.pt.sha256"):
             if (stage1_dir / name).is_file():
                 atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
+            else:  # not in the cache (an older shc's, an interrupted write): no earlier run's copy either
+                (out / name).unlink(missing_ok=True)
     info = _read_json(out / "stage1.json") if dist.is_main else {}
     return similarity, info if info.get("fingerprint") == fp1 else {}  # else: a write interrupted after S
 
@@ -454,10 +456,9 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> No
                  title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
     plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in pr_curves.items()},
                    out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
-    stages = [name for name in STAGE_FILES if (out / name).is_file()
-              and (cfg.centers == "shc" or name not in STAGE1_FILES)]  # not an earlier run's stage 1
-    write_manifest(out, metrics["fingerprints"]["stage3"],
-                   [*stages, *written, "metrics.json", "training.png", "pr_curve.png"])
+    stages = [name for name in STAGE_FILES if cfg.centers == "shc" or name not in STAGE1_FILES]  # no stale S
+    files = [*stages, *written, "metrics.json", "training.png", "pr_curve.png"]
+    write_manifest(out, metrics["fingerprints"]["stage3"], [name for name in files if (out / name).is_file()])
 
 
 def _main_checkpoint(dist: Dist, path, fp: str, log, stage: str):
