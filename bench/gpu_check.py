@@ -372,6 +372,7 @@ def section_file_training(out):
     from shc.data import load_dataset
     from shc.models import HashNet, create_backbone
     from shc.train.loop import LoopOptions, prepare_model
+    from shc.methods import MethodContext, create_method
     from shc.train.stage3 import train_hashnet
 
     n_train, bits, batch = FILE_SET_COUNTS[0], 64, 32 if SMOKE else 64
@@ -403,10 +404,13 @@ def section_file_training(out):
         model = prepare_model(HashNet(create_backbone("resnet18" if SMOKE else "resnet34",
                                                       in_channels=dataset.channels, small_input=small), bits),
                               torch.device(DEVICE))
-        centers = (torch.randint(0, 2, (dataset.num_classes, bits)) * 2 - 1).float()
+        centers = (torch.randint(0, 2, (dataset.num_classes, bits)) * 2 - 1).numpy().astype("int8")
         opts = LoopOptions(epochs=epochs, lr=1e-5, batch_size=batch, device=torch.device(DEVICE), progress=False)
+        method = create_method("csq", MethodContext(bits=bits, num_classes=dataset.num_classes,
+                                                    multi_label=dataset.multi_label, centers=centers,
+                                                    device=torch.device(DEVICE)))
         ckpt = Path(tempfile.mkdtemp(prefix="gpu_check_ckpt_"))
-        history = train_hashnet(model, dataset, centers, opts, lambd=1e-4, name=f"stage3 {tag}",
+        history = train_hashnet(model, dataset, method, opts, name=f"stage3 {tag}",
                                 checkpoint_path=ckpt / "hashnet.pt", fp=tag)
         shutil.rmtree(ckpt, ignore_errors=True)
         out[f"stage3_{tag}_epoch_s"] = [round(r["seconds"], 4) for r in history]

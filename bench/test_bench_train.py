@@ -86,7 +86,8 @@ def test_bench_stage3_epoch_vs_public_loop(benchmark, setup, tmp_path):
         public_times.append(time.perf_counter() - t)
 
     model = fresh_model()
-    loss_fn = hashing_loss(centers, lambd=1e-4, multi_label=False)
+    center_loss = hashing_loss(centers, lambd=1e-4, multi_label=False)
+    loss_fn = lambda u, labels, _: center_loss(u, labels)  # noqa: E731
     opts = LoopOptions(epochs=1, lr=1e-4, batch_size=BATCH, progress=False)
     run = lambda: train_epochs(model, split, loss_fn, opts, name="bench", checkpoint_path=tmp_path / "c.pt",
                                fp="bench")

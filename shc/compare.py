@@ -199,8 +199,8 @@ def run_grid(base, cells: list[Cell], out, *, run: Callable | None = None, log: 
     run = run or run_pipeline
     out = Path(out)
     base = dataclasses.replace(base, stage1_cache=base.stage1_cache or str(out / "stage1-cache"))
-    configs = {c: dataclasses.replace(base, centers=c.centers, bits=c.bits, seed=c.seed,
-                                      out=str(out / "runs" / c.dirname())).resolved() for c in cells}
+    configs = {c: dataclasses.replace(base, method=c.centers, centers=None, method_options={}, bits=c.bits,
+                                      seed=c.seed, out=str(out / "runs" / c.dirname())).resolved() for c in cells}
     metrics_by_cell: dict[Cell, dict] = {}
     t_start = time.perf_counter()
     for i, cell in enumerate(cells, 1):

@@ -40,7 +40,8 @@ def save_model_config(out, dataset, cfg, fingerprint: str) -> None:
     config = {
         "format": CONFIG_FORMAT, "fingerprint": fingerprint,
         "model": {"backbone": cfg.backbone, "bits": cfg.bits, "in_channels": dataset.channels,
-                  "small_input": dataset.image_size <= 64},
+                  "small_input": dataset.image_size <= 64, "method": cfg.method,
+                  "method_options": cfg.method_options},
         "preprocessing": {"channels": dataset.channels,
                           "resize_size": split.resize_size if files else dataset.image_size,
                           "crop_size": split.crop_size if files else dataset.image_size,
@@ -276,7 +277,6 @@ def load_run(run_dir, *, device: str = "auto") -> Encoder:
     on ``device`` (auto, cpu, cuda, cuda:N). The weights and their description must be the files the run's
     manifest lists (ValueError naming the file otherwise: see shc.integrity)."""
     from shc.integrity import read_manifest, verified_bytes
-    from shc.models import HashNet, create_backbone
     from shc.train.loop import prepare_model
     from shc.train.pipeline import resolve_device
 
@@ -295,12 +295,24 @@ def load_run(run_dir, *, device: str = "auto") -> Encoder:
     if state.get("epoch") != state.get("epochs"):
         raise ValueError(f"{run}: {WEIGHTS_FILE} holds an unfinished training (epoch {state.get('epoch')} of "
                          f"{state.get('epochs')}); finish it with shc-train --resume")
-    model = config["model"]
-    with warnings.catch_warnings():  # "no ImageNet weights": irrelevant, the trained weights follow
-        warnings.simplefilter("ignore")
-        backbone = create_backbone(model["backbone"], in_channels=model["in_channels"],
-                                   small_input=model["small_input"])
-    net = HashNet(backbone, model["bits"])
+    net = _hashing_model(config)
     net.load_state_dict(state["model"])
     dev = resolve_device(device)
     return Encoder(prepare_model(net, dev), Preprocessing.from_config(config), config, dev, run)
+
+
+def _hashing_model(config: dict) -> nn.Module:
+    """The run's network, untrained: its backbone and its method's head (runs before the method registry: the
+    centre methods' Linear head)."""
+    from shc.methods import MethodContext, create_method, hashing_model
+    from shc.models import create_backbone
+
+    model, data = config["model"], config["dataset"]
+    ctx = MethodContext(bits=model["bits"], num_classes=data["num_classes"], multi_label=data["multi_label"],
+                        seed=data["seed"])
+    method = create_method(model.get("method", "shc"), ctx, model.get("method_options", {}))
+    with warnings.catch_warnings():  # "no ImageNet weights": irrelevant, the trained weights follow
+        warnings.simplefilter("ignore")
+        backbone = create_backbone(model["backbone"], in_channels=model["in_channels"],
+                                   small_input=model["small_input"], feature_map=method.feature_map)
+    return hashing_model(method, backbone)

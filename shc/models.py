@@ -31,13 +31,18 @@ def list_backbones() -> list[str]:
 
 
 def create_backbone(name: str, *, in_channels: int = 3, small_input: bool = False,
-                    pretrained: str | None = None) -> nn.Module:
-    """Build a registered backbone. ``pretrained``: a local weights file, or None to look in torchvision's cache."""
+                    pretrained: str | None = None, feature_map: bool = False) -> nn.Module:
+    """Build a registered backbone. ``pretrained``: a local weights file, or None to look in torchvision's cache.
+    ``feature_map``: the last spatial map (B, num_features, H, W) instead of the pooled vector."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    return BACKBONES[name](in_channels=in_channels, small_input=small_input, pretrained=pretrained)
+    net = BACKBONES[name](in_channels=in_channels, small_input=small_input, pretrained=pretrained)
+    if feature_map:
+        net.feature_map = True
+        net.num_features = net.map_channels
+    return net
 
 
 # --------------------------------------------------------------------------------------------- compact CNN
@@ -57,10 +62,13 @@ class CompactCNN(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(3)
+        self.map_channels = c_in
         self.num_features = c_in * 9
+        self.feature_map = False
 
     def forward(self, x):
-        return self.pool(self.features(x)).flatten(1)
+        grid = self.pool(self.features(x))
+        return grid if self.feature_map else grid.flatten(1)
 
 
 @register_backbone("compact")
@@ -86,11 +94,16 @@ class _ResNetFeatures(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.num_features = net.fc.in_features
+        self.num_features = self.map_channels = net.fc.in_features
+        self.feature_map = False
         net.fc = nn.Identity()
 
     def forward(self, x):
-        return self.net(x)
+        if not self.feature_map:
+            return self.net(x)
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
 def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str | None) -> nn.Module:
@@ -135,19 +148,21 @@ for _arch in ("resnet18", "resnet34", "resnet50"):
 
 # --------------------------------------------------------------------------------------------- heads
 class HashNet(nn.Module):
-    """backbone + Linear(feat, bits); the head starts at N(0, 0.01²) weights and zero bias (the paper's init).
+    """backbone + head. The default head is Linear(feat, bits) at N(0, 0.01²) weights and zero bias (the paper's
+    init); a training method may bring its own (``shc.methods``).
 
-    forward returns u, the pre-tanh outputs; codes are sign(u) with sign(0) = +1.
+    forward returns u, the code values (pre-tanh for the center loss); codes are sign(u) with sign(0) = +1. A
+    method's head may return ``(u, extra...)`` in training mode.
     """
 
-    def __init__(self, backbone: nn.Module, bits: int):
+    def __init__(self, backbone: nn.Module, bits: int, head: nn.Module | None = None):
         super().__init__()
         if not isinstance(bits, int) or bits < 1:
             raise ValueError(f"bits must be a positive int, got {bits!r}")
+        from shc.methods.base import linear_head
         self.backbone = backbone
-        self.head = nn.Linear(backbone.num_features, bits)
-        nn.init.normal_(self.head.weight, 0.0, 0.01)
-        nn.init.zeros_(self.head.bias)
+        self.bits = bits
+        self.head = head if head is not None else linear_head(backbone.num_features, bits)
 
     def forward(self, x):
         return self.head(self.backbone(x))

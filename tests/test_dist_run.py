@@ -66,7 +66,7 @@ def _api_worker(rank, world_size, store, out):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
         opts = LoopOptions(epochs=2, lr=1e-3, batch_size=16, progress=False)
-        history = train_epochs(model, data.train, torch.nn.functional.cross_entropy, opts, name="t",
+        history = train_epochs(model, data.train, lambda out, y, _: torch.nn.functional.cross_entropy(out, y), opts, name="t",
                                checkpoint_path=f"{out}/ckpt-{rank}-{d.world_size}.pt", fp="x", dist=d)
         return model, history
 

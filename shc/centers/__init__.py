@@ -12,16 +12,20 @@ from .semantic import SHC_DEFAULTS, shc_centers
 METHODS = ("csq", "mds", "shc")
 
 
-def make_centers(method: str, classes: int, bits: int, similarity=None, seed: int = 0):
-    """One entry point for the pipeline's `--centers csq|mds|shc`. `similarity` (C × C) is required for shc."""
+def make_centers(method: str, classes: int, bits: int, similarity=None, seed: int = 0, **hyper):
+    """One entry point for the pipeline's centre methods csq|mds|shc. `similarity` (C × C) is required for shc.
+    hyper: the method's optimiser settings (MDS_DEFAULTS / SHC_DEFAULTS keys; e.g. ``polish_passes=0`` for the
+    published SHC); csq takes none."""
     if method == "csq":
+        if hyper:
+            raise TypeError(f"csq: unknown hyper-parameter(s) {sorted(hyper)}; csq takes none")
         return csq_centers(classes, bits, seed=seed)
     if method == "mds":
-        return mds_centers(classes, bits, seed=seed)
+        return mds_centers(classes, bits, seed=seed, **hyper)
     if method == "shc":
         if similarity is None:
             raise ValueError("shc centers need a C x C class-similarity matrix (similarity=...)")
-        return shc_centers(check_similarity(similarity, classes), bits, seed=seed)
+        return shc_centers(check_similarity(similarity, classes), bits, seed=seed, **hyper)
     raise ValueError(f"unknown center method {method!r}; choose one of {', '.join(METHODS)}")
 
 

@@ -52,7 +52,7 @@ def compare(args) -> None:
     cells = plan_grid(args.centers, args.bits, args.seeds)
     out = args.out or f"runs/compare-{args.dataset}"
     # every shc-train option, checked once here (each cell replaces the axes)
-    base = config_from_options({**vars(args), "centers": cells[0].centers, "bits": cells[0].bits,
+    base = config_from_options({**vars(args), "method": cells[0].centers, "centers": None, "bits": cells[0].bits,
                                 "seed": cells[0].seed, "out": out})
     base.resolved()
     results = run_grid(base, cells, out)

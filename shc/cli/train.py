@@ -33,7 +33,7 @@ and on M machines (the same command on every node; rank 0 writes every output on
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from shc.centers import METHODS
+    from shc.methods import CENTER_METHODS, list_methods
     from shc.similarity import MASKS, MULTILABEL_RULES
     from shc.train.launch import DEFAULT_TIMEOUT_S
     from shc.train.stage3 import MULTILABEL_CENTER_RULES
@@ -49,8 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected number of classes; checked against the data")
     p.add_argument("--code_length", "--code-length", "--bits", dest="bits", type=int, default=32,
                    help="hash code length q in bits, at most 1024 (default: 32)")
-    p.add_argument("--centers", default="shc", choices=METHODS,
-                   help="hash center method; mds and csq skip stage 1 (default: shc)")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help=f"training method: {', '.join(list_methods())} (default: shc); stage 1 runs for shc only, "
+                        "stage 2 for the centre methods shc, mds and csq (docs/methods.md)")
+    p.add_argument("--method-option", "--method_option", dest="method_options", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="a method hyper-parameter, repeatable (e.g. --method shc --method-option polish_passes=0 is "
+                        "the published SHC; values are Python literals); an option the method does not take is "
+                        "refused with the list of those it does")
+    p.add_argument("--centers", default=None, choices=CENTER_METHODS,
+                   help="the centre methods' older flag: --centers X is --method X")
     p.add_argument("--backbone", default=None,
                    help="compact, resnet18, resnet34 or resnet50 (default: per dataset)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
@@ -64,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate retrieval mAP every N epochs, and always after the last (default: per dataset)")
     p.add_argument("--beta", type=float, default=None,
                    help="accepted for compatibility with the seed's run.py; unused (the public code never reads it)")
-    p.add_argument("--lambd", type=float, default=1e-4, help="quantisation loss weight (default: 1e-4)")
+    p.add_argument("--lambd", type=float, default=1e-4,
+                   help="the centre methods' quantisation loss weight (= --method-option lambd=; default: 1e-4)")
     p.add_argument("--topk", default="100,1000,all",
                    help="mAP cut-offs, comma-separated ints or 'all'; 100, 1000 and all are always reported")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes on the machine, at least 1)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--gpu", type=int, default=None, help="GPU index; same as --device cuda:N")
-    p.add_argument("--out", default=None, help="output directory (default: runs/DATASET-CENTERS-BITS)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/DATASET-METHOD-BITS)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
     p.add_argument("--stage1-cache", "--stage1_cache", dest="stage1_cache", default=None, metavar="DIR",
                    help="share stage-1 results (classifier, similarity) between runs through DIR")

@@ -65,12 +65,14 @@ def compile_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     return torch.compile(model, mode=None if mode == "default" else mode)
 
 
-def forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Model outputs in fp32; bf16 autocast + channels_last on CUDA."""
+def forward(model: torch.nn.Module, images: torch.Tensor):
+    """Model outputs in fp32 (a tensor, or a tuple of them from a head with extras); bf16 autocast +
+    channels_last on CUDA."""
     if images.is_cuda:
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            return model(images).float()
+            outputs = model(images)
+        return tuple(o.float() for o in outputs) if isinstance(outputs, (tuple, list)) else outputs.float()
     return model(images)
 
 
@@ -86,14 +88,17 @@ def checkpoint_state(path, fp: str) -> tuple[dict | None, bool, str | None]:
 
 def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOptions, *, name: str,
                  checkpoint_path, fp: str, resume_state: dict | None = None, dist: Dist = Dist(),
-                 evaluate: Callable[[int], dict] | None = None, callback: Callable | None = None) -> list[dict]:
+                 evaluate: Callable[[int], dict] | None = None, callback: Callable | None = None,
+                 method=None) -> list[dict]:
     """Train for ``opts.epochs`` epochs (continuing from ``resume_state`` if given); return the history.
 
     Distributed: ``opts.batch_size`` is the global batch; every rank trains on its batch_size / world_size
     share of each global batch (DistributedSampler order: the ranks' shares make up exactly the batch one
     process would take) through DistributedDataParallel, which averages the gradients, so the learning rate
     and the schedule are those of one process. Rank 0 writes the checkpoints; the loss is the global mean.
-    loss_fn(outputs, labels) -> scalar. evaluate(epoch) -> dict merged into that epoch's record (it
+    loss_fn(outputs, labels, indices) -> scalar (indices: the batch's positions in ``split``). ``method``
+    (shc.methods): its start_epoch runs before every epoch and its state_dict (memory banks, counters) goes
+    into every checkpoint and comes back on resume. evaluate(epoch) -> dict merged into that epoch's record (it
     decides itself which epochs to evaluate). callback(name, record) runs after each epoch's checkpoint.
     """
     optimizer = torch.optim.RMSprop(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -104,6 +109,8 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         history, start = list(resume_state["history"]), int(resume_state["epoch"])
+        if method is not None:
+            method.load_state_dict(resume_state.get("method_state") or {})
     if opts.batch_size % dist.world_size:
         raise ValueError(f"batch size {opts.batch_size} must be divisible by the {dist.world_size} processes")
     local_batch = opts.batch_size // dist.world_size
@@ -115,16 +122,19 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
     show = opts.progress and dist.is_main
     for epoch in show_progress(range(start, opts.epochs), total=opts.epochs, desc=name, unit="epoch",
                                enabled=show, initial=start):
-        model.train()
         t0 = time.perf_counter()
+        if method is not None:
+            method.start_epoch(model, split, epoch, local_batch)
+        model.train()
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), dtype=torch.float64, device=opts.device)
         seen = 0
         batches = split.batches(local_batch, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
                                 rank=dist.rank, world_size=dist.world_size, workers=opts.workers,
                                 drop_last=drop_last)
-        for images, labels, _ in show_progress(batches, total=steps, desc=f"epoch {epoch + 1}", enabled=show):
-            loss = loss_fn(forward(net, images), labels)
+        for images, labels, indices in show_progress(batches, total=steps, desc=f"epoch {epoch + 1}",
+                                                     enabled=show):
+            loss = loss_fn(forward(net, images), labels, indices)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -143,7 +153,8 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         if dist.is_main:
             save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(), "history": history,
-                                              "epoch": epoch + 1, "epochs": opts.epochs}, fp)
+                                              "epoch": epoch + 1, "epochs": opts.epochs,
+                                              **({"method_state": method.state_dict()} if method else {})}, fp)
             summary = " ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k != "epoch")
             say(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}")
         if callback is not None:

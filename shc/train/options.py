@@ -22,10 +22,12 @@ def config_from_options(options: dict) -> TrainConfig:
     fields = {k: v for k, v in options.items() if k in _FIELDS and v is not None}
     fields["device"] = device_option(options.get("gpu"), options.get("device"))
     fields["data_options"] = parse_data_options(options.get("data_options") or ())
+    fields["method_options"] = parse_data_options(options.get("method_options") or (), flag="--method-option")
     if isinstance(fields.get("topk"), str):
         fields["topk"] = tuple(k.strip() for k in fields["topk"].split(",") if k.strip())
     cfg = TrainConfig(**fields)
-    return dataclasses.replace(cfg, out=options.get("out") or default_out_dir(cfg.dataset, cfg.centers, cfg.bits))
+    return dataclasses.replace(cfg, out=options.get("out") or default_out_dir(cfg.dataset, cfg.method or cfg.centers
+                                                                              or "shc", cfg.bits))
 
 
 def device_option(gpu: int | None, device: str | None) -> str:
@@ -35,13 +37,13 @@ def device_option(gpu: int | None, device: str | None) -> str:
     return f"cuda:{gpu}" if gpu is not None else (device or "auto")
 
 
-def parse_data_options(items: Iterable[str]) -> dict:
+def parse_data_options(items: Iterable[str], flag: str = "--data-option") -> dict:
     """``KEY=VALUE`` strings -> {key: value}; values are Python literals where they parse, else strings."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--data-option takes KEY=VALUE, got {item!r}")
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
         try:
             options[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -49,5 +51,5 @@ def parse_data_options(items: Iterable[str]) -> dict:
     return options
 
 
-def default_out_dir(dataset: str, centers: str, bits: int) -> str:
-    return f"runs/{dataset}-{centers}-{bits}"
+def default_out_dir(dataset: str, method: str, bits: int) -> str:
+    return f"runs/{dataset}-{method}-{bits}"

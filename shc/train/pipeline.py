@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,8 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The stages' outputs a finished run's manifest lists (with the codes, metrics.json and the figures)
 STAGE1_FILES = ("similarity.npy", "similarity.npy.fingerprint", "stage1.json", "checkpoints/classifier.pt",
                 "checkpoints/classifier.pt.sha256")
-STAGE_FILES = (*STAGE1_FILES, "centers.npy", "centers.npy.fingerprint", "checkpoints/hashnet.pt",
-               "checkpoints/hashnet.pt.sha256", "checkpoints/hashnet.json")
+STAGE2_FILES = ("centers.npy", "centers.npy.fingerprint")
+STAGE3_FILES = ("checkpoints/hashnet.pt", "checkpoints/hashnet.pt.sha256", "checkpoints/hashnet.json")
 
 
 @dataclass
@@ -58,7 +59,9 @@ class TrainConfig:
     data_options: dict = field(default_factory=dict)
     num_classes: int | None = None          # checked against the data when given
     bits: int = 32
-    centers: str = "shc"
+    method: str | None = None               # a name in shc.methods.REGISTRY (None: centers, else "shc")
+    method_options: dict = field(default_factory=dict)  # the method's hyper-parameters (its defaults for the rest)
+    centers: str | None = None              # the centre methods' older spelling of method (shc, mds, csq)
     backbone: str | None = None
     pretrained: str | None = None
     epochs: int | None = None
@@ -97,8 +100,31 @@ class TrainConfig:
         preset = PRESETS.get(name, PRESETS["paper"])
         cfg = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
         cfg.topk = normalize_topk(cfg.topk)
+        cfg.method, cfg.centers, cfg.method_options = resolve_method(cfg)
         _check_config(cfg)
         return cfg
+
+
+def resolve_method(cfg: TrainConfig) -> tuple[str, str | None, dict]:
+    """(method, centers, every method option resolved). ``centers`` is the method's name for the centre methods
+    (None otherwise); ``lambd`` and ``multilabel_centers`` are the centre methods' lambd / multilabel options
+    unless method_options sets them."""
+    from shc.methods import CENTER_METHODS, check_method_name, get_method
+    from shc.methods.base import resolve_options
+
+    if cfg.method is not None and cfg.centers is not None and cfg.method != cfg.centers:
+        raise ValueError(f"method {cfg.method!r} and centers {cfg.centers!r} disagree (centers is the centre "
+                         f"methods' older name for method: give one)")
+    if cfg.centers is not None and cfg.centers not in CENTER_METHODS:
+        raise ValueError(f"centers must be one of {', '.join(CENTER_METHODS)}, got {cfg.centers!r} (other "
+                         f"methods: method=NAME, --method NAME)")
+    name = check_method_name(cfg.method or cfg.centers or "shc")
+    method = get_method(name)
+    given = dict(cfg.method_options or {})
+    if name in CENTER_METHODS:
+        given.setdefault("lambd", cfg.lambd)
+        given.setdefault("multilabel", cfg.multilabel_centers)
+    return name, name if method.uses_centers else None, resolve_options(method, given)
 
 
 def normalize_topk(topk) -> tuple:
@@ -120,7 +146,7 @@ def normalize_topk(topk) -> tuple:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    from shc.centers import METHODS
+    from shc.methods import get_method
     from shc.models import list_backbones
     from shc.similarity import MASKS, MULTILABEL_RULES
     from shc.train.loop import check_compile_mode
@@ -136,10 +162,12 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.bits > MAX_BITS:
         raise ValueError(f"bits must be at most {MAX_BITS} (the paper uses 16 to 128; stage 2's cost grows "
                          f"steeply with the code length), got {cfg.bits}")
-    if cfg.centers not in METHODS:
-        raise ValueError(f"centers must be one of {', '.join(METHODS)}, got {cfg.centers!r}")
     if cfg.backbone not in list_backbones():
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(list_backbones())}")
+    usable = get_method(cfg.method).backbones
+    if usable is not None and cfg.backbone not in usable:
+        raise ValueError(f"method {cfg.method} cannot use the {cfg.backbone} backbone; it takes "
+                         f"{', '.join(usable)} (--backbone)")
     for name in ("lr", "lambd", "weight_decay", "final_lr"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0 or (name == "lr" and v == 0):
@@ -219,6 +247,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
 
 def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     """The stages in order; each returns what the next needs and times itself into ``seconds``."""
+    from shc.methods import get_method
+
     out = Path(cfg.out)
     seconds: dict[str, float] = {}
     with _timed(seconds, "data"):
@@ -227,10 +257,11 @@ def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) ->
     if dist.is_main:  # the inputs loaded and checked: only now may the run change what a finished run left
         _retire_outputs(out)
     job.log(f"data: {job.dataset!r}")
+    method = get_method(cfg.method)
     with _timed(seconds, "stage1"):
-        similarity, stage1_info = stage1_similarity(job) if cfg.centers == "shc" else (None, {})
+        similarity, stage1_info = stage1_similarity(job) if method.uses_similarity else (None, {})
     with _timed(seconds, "stage2"):
-        centers, center_info, fp2 = stage2_centers(job, similarity)
+        centers, center_info, fp2 = stage2_centers(job, similarity) if method.uses_centers else (None, {}, None)
     with _timed(seconds, "stage3"):
         evaluator, history, done_before, fp3 = stage3_hashing(job, centers)
     # the evaluations of the epochs trained in this call: the part of seconds["stage3"] spent evaluating
@@ -241,7 +272,8 @@ def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) ->
     if not dist.is_main:
         return {}
     metrics = {
-        "dataset": job.dataset.name, "bits": cfg.bits, "centers": cfg.centers, "backbone": cfg.backbone,
+        "dataset": job.dataset.name, "bits": cfg.bits, "method": cfg.method, "method_options": cfg.method_options,
+        "centers": cfg.centers, "backbone": cfg.backbone,
         "seed": cfg.seed, "world_size": dist.world_size, "epochs": cfg.epochs,
         "classify_epochs": cfg.classify_epochs if similarity is not None else 0,
         "mAP": final["mAP"], "mAP_expected": final["mAP_expected"],
@@ -251,8 +283,10 @@ def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) ->
         "fingerprints": {"stage2": fp2, "stage3": fp3},
         "config": dataclasses.asdict(cfg),
     }
-    write_outputs(job, metrics, codes, final["pr_curves"])
-    job.log(f"final ({cfg.centers}, {cfg.bits} bits): " + " ".join(
+    stage_files = [*(STAGE1_FILES if similarity is not None else ()), *(STAGE2_FILES if centers is not None else ()),
+                   *STAGE3_FILES]  # not what an earlier run with another method left
+    write_outputs(job, metrics, codes, final["pr_curves"], stage_files)
+    job.log(f"final ({cfg.method}, {cfg.bits} bits): " + " ".join(
         f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
     return metrics
 
@@ -320,14 +354,29 @@ class _Job:
         self.model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
                          "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
 
-    def build(self, head_cls, width: int) -> torch.nn.Module:
-        """A fresh backbone + head on the device, with the same initialisation whatever ran before."""
+    def build(self, make_model: Callable[[torch.nn.Module], torch.nn.Module],
+              feature_map: bool = False) -> torch.nn.Module:
+        """``make_model(backbone)`` on a fresh backbone, on the device, with the same initialisation whatever
+        ran before."""
         from shc.models import create_backbone
 
         torch.manual_seed(self.cfg.seed)
         backbone = create_backbone(self.cfg.backbone, in_channels=self.dataset.channels,
-                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained)
-        return prepare_model(head_cls(backbone, width), self.device)
+                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained,
+                                   feature_map=feature_map)
+        return prepare_model(make_model(backbone), self.device)
+
+    def method(self, centers: np.ndarray | None):
+        """The run's training method (shc.methods) for this data, device and ranks."""
+        from shc.methods import MethodContext, create_method
+
+        cfg, dataset = self.cfg, self.dataset
+        labels = dataset.train.labels
+        counts = (labels > 0).sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=dataset.num_classes)
+        ctx = MethodContext(bits=cfg.bits, num_classes=dataset.num_classes, multi_label=dataset.multi_label,
+                            seed=cfg.seed, train_size=len(dataset.train), class_counts=np.asarray(counts),
+                            centers=centers, device=self.device, dist=self.dist)
+        return create_method(cfg.method, ctx, cfg.method_options)
 
     def loop_options(self, epochs: int) -> LoopOptions:
         cfg = self.cfg
@@ -367,7 +416,7 @@ def _train_similarity(job: _Job, stage1_dir: Path, fp1: str) -> np.ndarray | Non
     from shc.train import stage1
 
     cfg, dist, dataset = job.cfg, job.dist, job.dataset
-    classifier = job.build(Classifier, dataset.num_classes)
+    classifier = job.build(lambda backbone: Classifier(backbone, dataset.num_classes))
     ckpt = stage1_dir / "checkpoints" / "classifier.pt"
     history, _ = _train_or_reuse(
         classifier, ckpt, fp1, dist, cfg.resume, job.log, "stage 1", "classifier",
@@ -388,18 +437,18 @@ def _train_similarity(job: _Job, stage1_dir: Path, fp1: str) -> np.ndarray | Non
 def stage2_centers(job: _Job, similarity: np.ndarray | None) -> tuple[np.ndarray, dict, str]:
     """Stage 2: the hash centers (reused when fingerprinted), the same on every rank; their report and
     fingerprint."""
-    from shc.centers import center_report, kernels_compiled, make_centers
+    from shc.centers import center_report, kernels_compiled
 
     cfg, dist, classes = job.cfg, job.dist, job.dataset.num_classes
+    method = job.method(centers=None)
     fp2 = fingerprint(stage=2, method=cfg.centers, bits=cfg.bits, classes=classes, seed=cfg.seed,
                       similarity=None if similarity is None else array_digest(similarity),
-                      hyper=_center_hyper(cfg.centers))  # a changed optimiser setting recomputes the centers
+                      hyper=_center_hyper(cfg.centers, method.center_hyper(method.opts)))
     centers = load_array_artifact(job.out / "centers.npy", fp2) if dist.is_main else None
     if dist.is_main and centers is None:
         if cfg.centers != "csq" and not kernels_compiled():
             job.log("stage 2: compiling center kernels, once per install (~15 s)")
-        centers = np.asarray(make_centers(cfg.centers, classes, cfg.bits, similarity=similarity, seed=cfg.seed),
-                             dtype=np.int8)
+        centers = method.make_centers(similarity)
         save_array_artifact(job.out / "centers.npy", centers, fp2)
     centers = dist.from_main(centers)  # every rank trains towards the very same centers
     report = center_report(centers, similarity=similarity) if dist.is_main else {}
@@ -408,35 +457,37 @@ def stage2_centers(job: _Job, similarity: np.ndarray | None) -> tuple[np.ndarray
     return centers, report, fp2
 
 
-def stage3_hashing(job: _Job, centers: np.ndarray) -> tuple[Evaluator, list, int, str]:
-    """Stage 3: the hashing network trained towards the centers (checkpoints/hashnet.pt; reused or resumed),
-    evaluated every test_map epochs. Returns its evaluator (which holds the model), the training history,
-    how many of its epochs were trained before this call, and the stage's fingerprint."""
-    from shc.models import HashNet
+def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, list, int, str]:
+    """Stage 3: the hashing network trained with the method's loss (towards the centers for the centre methods;
+    checkpoints/hashnet.pt; reused or resumed), evaluated every test_map epochs. Returns its evaluator (which
+    holds the model), the training history, how many of its epochs were trained before this call, and the
+    stage's fingerprint."""
+    from shc.methods import hashing_model
     from shc.train import stage3
 
     cfg, dist, dataset = job.cfg, job.dist, job.dataset
-    fp3 = fingerprint(stage=3, data=job.data_id, model=job.model_id, epochs=cfg.epochs, centers=array_digest(centers),
-                      lambd=cfg.lambd, multilabel=cfg.multilabel_centers, test_map=cfg.test_map, topk=cfg.topk)
-    hashnet = job.build(HashNet, cfg.bits)
+    fp3 = fingerprint(stage=3, data=job.data_id, model=job.model_id, epochs=cfg.epochs,
+                      centers=None if centers is None else array_digest(centers), method=cfg.method,
+                      method_options=cfg.method_options, test_map=cfg.test_map, topk=cfg.topk)
+    method = job.method(centers=centers)
+    hashnet = job.build(partial(hashing_model, method), feature_map=method.feature_map)
     ckpt = job.out / "checkpoints" / "hashnet.pt"
     evaluator = Evaluator(hashnet, dataset, cfg, job.device, dist)
     history, done_before = _train_or_reuse(
         hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3", "hashing network",
         lambda resume_state: stage3.train_hashnet(
-            hashnet, dataset, torch.from_numpy(centers), job.loop_options(cfg.epochs), lambd=cfg.lambd,
-            multilabel_rule=cfg.multilabel_centers, name="stage3", checkpoint_path=ckpt, fp=fp3,
-            resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
+            hashnet, dataset, method, job.loop_options(cfg.epochs), name="stage3", checkpoint_path=ckpt,
+            fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
     if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
         from shc.inference import save_model_config
         save_model_config(job.out, dataset, cfg, fp3)
     return evaluator, history, done_before, fp3
 
 
-def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
+def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict, stage_files: list[str]) -> None:
     """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and, for image files,
-    the paths; metrics.json and the two figures; last the manifest, naming the model and every output's digest
-    (until it is written, readers refuse the run: see shc.integrity)."""
+    the paths; metrics.json and the two figures; last the manifest, naming the model and the digest of every
+    output, these and ``stage_files`` (until it is written, readers refuse the run: see shc.integrity)."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
@@ -453,11 +504,10 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> No
             write_json(out / written[-1], [str(p) for p in split.paths])
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
-                 title=f"{dataset.name}, {cfg.centers} centers, {cfg.bits} bits")
-    plot_pr_curves({f"{cfg.centers}, {how}": curve for how, curve in pr_curves.items()},
-                   out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.centers} centers")
-    stages = [name for name in STAGE_FILES if cfg.centers == "shc" or name not in STAGE1_FILES]  # no stale S
-    files = [*stages, *written, "metrics.json", "training.png", "pr_curve.png"]
+                 title=f"{dataset.name}, {cfg.method}, {cfg.bits} bits")
+    plot_pr_curves({f"{cfg.method}, {how}": curve for how, curve in pr_curves.items()},
+                   out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.method}")
+    files = [*stage_files, *written, "metrics.json", "training.png", "pr_curve.png"]
     write_manifest(out, metrics["fingerprints"]["stage3"], [name for name in files if (out / name).is_file()])
 
 
@@ -473,11 +523,12 @@ def _main_checkpoint(dist: Dist, path, fp: str, log, stage: str):
     return dist.from_main(read() if dist.is_main else None)
 
 
-def _center_hyper(method: str) -> dict:
-    """The optimiser settings a method's centers depend on (part of the stage-2 fingerprint)."""
-    from shc.centers import MDS_DEFAULTS, SHC_DEFAULTS
+def _center_hyper(method: str, hyper: dict) -> dict:
+    """The optimiser settings a method's centers depend on (part of the stage-2 fingerprint: a changed setting
+    recomputes the centers). SHC starts from MDS centers at MDS's defaults."""
+    from shc.centers import MDS_DEFAULTS
 
-    return {"mds": MDS_DEFAULTS, "shc": {**MDS_DEFAULTS, **SHC_DEFAULTS}}.get(method, {})
+    return {**MDS_DEFAULTS, **hyper} if method == "shc" else hyper
 
 
 def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, stage: str, model_name: str,

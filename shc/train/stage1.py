@@ -12,10 +12,10 @@ from shc.progress import show_progress
 
 
 def classification_loss(multi_label: bool):
-    """Cross-entropy on class ids; BCE-with-logits on multi-hot labels."""
+    """loss(logits, labels, indices): cross-entropy on class ids; BCE-with-logits on multi-hot labels."""
     if multi_label:
-        return lambda logits, labels: F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy
+        return lambda logits, labels, _: F.binary_cross_entropy_with_logits(logits, labels.float())
+    return lambda logits, labels, _: F.cross_entropy(logits, labels)
 
 
 def train_classifier(model, dataset, opts: LoopOptions, **loop_kwargs) -> list[dict]:

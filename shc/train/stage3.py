@@ -45,11 +45,9 @@ def hashing_loss(centers: torch.Tensor, *, lambd: float, multi_label: bool, rule
     return lambda u, labels: center_loss(u, multilabel_targets(labels, centers, rule, tie), None, lambd)
 
 
-def train_hashnet(model, dataset, centers: torch.Tensor, opts: LoopOptions, *, lambd: float,
-                  multilabel_rule: str = "csq", **loop_kwargs) -> list[dict]:
-    loss_fn = hashing_loss(centers.to(opts.device), lambd=lambd, multi_label=dataset.multi_label,
-                           rule=multilabel_rule, seed=opts.seed)
-    return train_epochs(model, dataset.train, loss_fn, opts, **loop_kwargs)
+def train_hashnet(model, dataset, method, opts: LoopOptions, **loop_kwargs) -> list[dict]:
+    """Stage 3 for any training method (shc.methods): its loss, its per-epoch hook and its state."""
+    return train_epochs(model, dataset.train, method.loss, opts, method=method, **loop_kwargs)
 
 
 def sign_codes(u: torch.Tensor) -> torch.Tensor:
@@ -68,7 +66,7 @@ def encode_shard(model, split, *, batch_size: int, device, dist: Dist = Dist(), 
     for images, _, indices in show_progress(batches, total=total, desc=desc, enabled=progress and dist.is_main):
         rows.append(sign_codes(forward(model, images)).cpu())
         idx.append(indices.cpu())
-    bits = model.head.out_features
+    bits = model.bits
     codes = torch.cat(rows).numpy() if rows else np.empty((0, bits), np.int8)
     indices = torch.cat(idx).numpy() if idx else np.empty(0, np.int64)
     return codes, indices
