@@ -13,6 +13,10 @@ REGISTRY = {
     "shc": "shc.methods.shc:SHC",
     "mds": "shc.methods.mds:MDS",
     "csq": "shc.methods.csq:CSQ",
+    "dtsh": "shc.methods.dtsh:DTSH",
+    "hashnet": "shc.methods.hashnet:HashNet",
+    "dpsh": "shc.methods.dpsh:DPSH",
+    "idhn": "shc.methods.idhn:IDHN",
 }
 CENTER_METHODS = ("shc", "mds", "csq")  # stage 2 makes their hash centers
 

@@ -485,9 +485,10 @@ def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, li
 
 
 def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict, stage_files: list[str]) -> None:
-    """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and, for image files,
-    the paths; metrics.json and the two figures; last the manifest, naming the model and the digest of every
-    output, these and ``stage_files`` (until it is written, readers refuse the run: see shc.integrity)."""
+    """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and the items' order —
+    the paths for image files, the source rows for in-memory sets — so that other methods can encode the same
+    items in the same order; metrics.json and the two figures; last the manifest, naming the model and the digest
+    of every output, these and ``stage_files`` (until it is written, readers refuse the run: see shc.integrity)."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
@@ -502,6 +503,9 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict, stage
         if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
             written.append(f"codes/{name}_paths.json")
             write_json(out / written[-1], [str(p) for p in split.paths])
+        elif getattr(split, "source_index", None) is not None:  # in-memory sets: rows of the source arrays
+            written.append(f"codes/{name}_index.npy")
+            write_array(out / written[-1], split.source_index)
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
                  title=f"{dataset.name}, {cfg.method}, {cfg.bits} bits")
