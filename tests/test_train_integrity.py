@@ -208,6 +208,10 @@ def test_a_rerun_that_fails_writing_outputs_leaves_a_run_every_reader_refuses(tm
     assert_all_of_one_model(out)
     code, _, err = cli(eval_main, capsys, *eval_argv(out, db_codes=old / "codes" / "db_codes.npy"))
     assert code == 2 and "runs of different models" in err
+    code, _, err = cli(eval_main, capsys, "--codes", "new", out / "codes" / "query_codes.npy", out / "codes" /
+                       "db_codes.npy", "--codes", "mixed", out / "codes" / "query_codes.npy", old / "codes" /
+                       "db_codes.npy", *eval_argv(out)[4:])
+    assert code == 2 and f"--codes mixed {out / 'codes' / 'query_codes.npy'} and --codes mixed" in err
     assert cli(eval_main, capsys, *eval_argv(out))[0] == 0
     (out / "codes" / "db_labels.npy").write_bytes((old / "codes" / "db_codes.npy").read_bytes())
     code, _, err = cli(search_main, capsys, "--run", out, "--images", tmp_path / "probe.png", "--no-progress")

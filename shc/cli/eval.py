@@ -111,13 +111,13 @@ def check_run_files(args, entries) -> None:
             raise ValueError(f"{option}: {exc}") from None
         return manifest.get("model")
 
-    for name in ("query_labels", "db_labels"):
-        model_of(getattr(args, name), f"--{name.replace('_', '-')} {getattr(args, name)}")
     for _, query, db, inputs in entries:
         models = {model_of(query, inputs["query codes"]), model_of(db, inputs["database codes"])}
         if None not in models and len(models) > 1:
             raise ValueError(f"{inputs['query codes']} and {inputs['database codes']} were written by runs of "
                              f"different models, so their Hamming distances mean nothing: evaluate one run's codes")
+    for name in ("query_labels", "db_labels"):
+        model_of(getattr(args, name), f"--{name.replace('_', '-')} {getattr(args, name)}")
 
 
 def _check_suffix(path: str | None, option: str, suffixes: tuple) -> None:
