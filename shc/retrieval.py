@@ -103,25 +103,79 @@ def sidecar_path(codes_path) -> Path:
     return Path(codes_path).with_suffix(".json")
 
 
+def labels_path(codes_path) -> Path:
+    """Where shc-encode puts the labels of ``codes_path`` as shc-eval reads them: FILE_labels.npy."""
+    codes_path = Path(codes_path)
+    return codes_path.with_name(f"{codes_path.stem}_labels.npy")
+
+
 def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packed: bool, run_dir,
-                fingerprint: str) -> None:
+                config: dict) -> Path | None:
     """``out`` (.npy): ±1 int8 codes, or ``np.packbits(codes > 0, axis=1)`` bytes; ``out``'s .json sidecar:
-    bits, format, paths, labels, the run that made them and the codes file's sha256. The sidecar goes first:
-    a write that fails between the two (a full disk) leaves a sidecar that names other codes, which readers
+    bits, format, paths, labels, the run (``config``: its hashnet.json) that made them and the sha256 of the codes
+    file; and, when every image has a label the run knows, FILE_labels.npy (class ids or multi-hot rows, as the
+    run's codes/ labels; its sha256 in the sidecar too), whose path is returned (None when not written). The sidecar
+    goes first: a write that fails after it (a full disk) leaves a sidecar naming other codes, which readers
     refuse, never new codes beside the old paths."""
     from shc.integrity import bytes_digest
     from shc.train.artifacts import atomic_write, write_json
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
-    buffer = io.BytesIO()
-    np.save(buffer, np.packbits(codes > 0, axis=1) if packed else codes)
-    data = buffer.getvalue()
+    dataset = config["dataset"]
+    ids = label_array(labels, dataset.get("class_names"), int(dataset["num_classes"]), bool(dataset["multi_label"]))
+    files = {out: npy_bytes(np.packbits(codes > 0, axis=1) if packed else codes)}
+    if ids is not None:
+        files[labels_path(out)] = npy_bytes(ids)
     write_json(sidecar_path(out), {"format": SIDECAR_FORMAT, "bits": int(codes.shape[1]), "packed": packed,
                                    "count": len(codes), "paths": [str(p) for p in paths], "labels": labels,
-                                   "run": str(Path(run_dir).resolve()), "fingerprint": fingerprint,
-                                   "sha256": bytes_digest(data)})
-    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+                                   "labels_file": None if ids is None else labels_path(out).name,
+                                   "run": str(Path(run_dir).resolve()), "fingerprint": config["fingerprint"],
+                                   "sha256": bytes_digest(files[out]),
+                                   "labels_sha256": None if ids is None else bytes_digest(files[labels_path(out)])})
+    for path, data in files.items():
+        atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+    return None if ids is None else labels_path(out)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def label_array(labels: list, class_names, num_classes: int, multi_label: bool) -> np.ndarray | None:
+    """Labels as :func:`canonical_label` gives them -> the run's label encoding: int64 class ids, or uint8
+    multi-hot rows for a multi-label run; None when an image has no label or one the run does not know."""
+    index = {name: i for i, name in enumerate(class_names or [])}
+
+    def class_id(label):
+        token = str(label)
+        if token in index:
+            return index[token]
+        return int(token) if token.isdigit() and int(token) < num_classes else None
+
+    if not labels or any(x is None for x in labels):
+        return None
+    ids = [[class_id(x) for x in (label if isinstance(label, list) else [label])] for label in labels]
+    if any(i is None for row in ids for i in row) or (not multi_label and any(len(row) != 1 for row in ids)):
+        return None
+    if not multi_label:
+        return np.array([row[0] for row in ids], dtype=np.int64)
+    hot = np.zeros((len(ids), num_classes), dtype=np.uint8)
+    for r, row in enumerate(ids):
+        hot[r, row] = 1
+    return hot
+
+
+def packed_bits(codes_path) -> int | None:
+    """The code length of shc-encode ``--packed`` codes, from their sidecar (None: no sidecar or not packed)."""
+    try:
+        meta = json.loads(sidecar_path(codes_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return int(meta["bits"]) if isinstance(meta, dict) and meta.get("packed") and "bits" in meta else None
 
 
 # --------------------------------------------------------------------------------------------- the database
@@ -177,6 +231,7 @@ def run_database(run_dir, config: dict) -> Database:
     """The run's saved database codes (codes/db_codes.npy), labels and, for image files, paths: the files the
     run's manifest lists for the model of ``config`` (ValueError naming the file otherwise)."""
     from shc.integrity import read_manifest, verified_bytes
+    from shc.train.recorded import absolute
     manifest = read_manifest(run_dir)
 
     def read(name):
@@ -188,7 +243,7 @@ def run_database(run_dir, config: dict) -> Database:
 
     codes, labels = read("db_codes.npy"), read("db_labels.npy")
     image_files = config["preprocessing"]["image_files"]
-    paths = [str(p) for p in read("db_paths.json")] if image_files else None
+    paths = [absolute(str(p), config.get("working_dir")) for p in read("db_paths.json")] if image_files else None
     if len({len(codes), len(labels), len(paths or labels)}) != 1:
         raise ValueError(f"{run_dir}: the run's database files disagree: {len(codes)} codes, {len(labels)} labels"
                          + (f", {len(paths)} paths" if paths is not None else ""))
