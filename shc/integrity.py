@@ -114,7 +114,10 @@ def run_lock(run_dir):
     """Hold ``run_dir``'s lock for the block: a second shc-train on the same directory refuses at once with
     RunInUse naming the holder (its pid, host, start time and command). The lock is the kernel's (flock), so it
     goes with the process that holds it, however that process ends; the lock file goes when the block ends."""
-    path = Path(run_dir) / LOCK_FILE
+    run = Path(run_dir).absolute()
+    created = [d for d in (run, *run.parents) if not d.exists()]  # removed again if the run writes nothing there
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / LOCK_FILE
     f = _locked(path)
     try:
         f.truncate()
@@ -125,6 +128,11 @@ def run_lock(run_dir):
     finally:
         path.unlink(missing_ok=True)  # still holding the lock: whoever opened this file finds it gone, see _locked
         f.close()
+        for directory in created:  # a run stopped before its first write leaves no empty directory behind
+            try:
+                directory.rmdir()
+            except OSError:
+                break
 
 
 def _locked(path: Path):
