@@ -13,6 +13,10 @@ REGISTRY = {
     "shc": "shc.methods.shc:SHC",
     "mds": "shc.methods.mds:MDS",
     "csq": "shc.methods.csq:CSQ",
+    "vtdh": "shc.methods.vtdh:VTDH",
+    "lth": "shc.methods.lth:LTH",
+    "greedyhash": "shc.methods.greedyhash:GreedyHash",
+    "orthohash": "shc.methods.orthohash:OrthoHash",
 }
 CENTER_METHODS = ("shc", "mds", "csq")  # stage 2 makes their hash centers
 

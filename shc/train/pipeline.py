@@ -289,13 +289,15 @@ def _prepare_out(cfg: TrainConfig) -> None:
 
 
 def _load_data(cfg: TrainConfig, dist: Dist):
-    """The dataset, checked against --num_classes and against the code length (rank 0 shows the image cache's
-    progress)."""
+    """The dataset, checked against --num_classes, the backbone's input and the code length (rank 0 shows the
+    image cache's progress)."""
     from shc.data import load_dataset
+    from shc.models import check_backbone_input
 
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, image_cache=cfg.image_cache,
                            workers=cfg.workers, skip_unreadable=cfg.skip_unreadable,
                            progress=cfg.progress and dist.is_main, **cfg.data_options)
+    check_backbone_input(cfg.backbone, dataset.channels, dataset.image_size)
     if cfg.num_classes is not None and cfg.num_classes != dataset.num_classes:
         raise ValueError(f"--num_classes {cfg.num_classes} does not match {dataset.name}, "
                          f"which has {dataset.num_classes} classes")
@@ -323,7 +325,7 @@ class _Job:
         self.data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
                         "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
                         **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
-        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet")
+        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone != "compact"
                                      else None)
         self.model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
                          "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
@@ -332,13 +334,15 @@ class _Job:
               feature_map: bool = False) -> torch.nn.Module:
         """``make_model(backbone)`` on a fresh backbone, on the device, with the same initialisation whatever
         ran before."""
-        from shc.models import create_backbone
+        from shc.models import create_backbone, materialize
 
         torch.manual_seed(self.cfg.seed)
-        backbone = create_backbone(self.cfg.backbone, in_channels=self.dataset.channels,
-                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained,
+        data = self.dataset
+        backbone = create_backbone(self.cfg.backbone, in_channels=data.channels,
+                                   small_input=data.image_size <= 64, pretrained=self.cfg.pretrained,
                                    feature_map=feature_map)
-        return prepare_model(make_model(backbone), self.device)
+        model = materialize(make_model(backbone), (data.channels, data.image_size, data.image_size))
+        return prepare_model(model, self.device)
 
     def method(self, centers: np.ndarray | None):
         """The run's training method (shc.methods) for this data, device and ranks."""
