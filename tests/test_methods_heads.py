@@ -362,6 +362,9 @@ def test_end_to_end_codes_metrics_and_load_run(tmp_path, method, multi):
     query = load_dataset("synthetic", **data).query
     encoder = shc.load_run(out, device="cpu")
     np.testing.assert_array_equal(encoder.encode(query.images[:4]), codes["query_codes"][:4])
+    if not multi:  # shc-export: a batch-dynamic program, checked by the command against the eager model's codes
+        from shc.cli.export import main as export_main
+        assert export_main(["--run", str(out), "--format", "torch", "--out", str(tmp_path / "m.pt2")]) == 0
 
 
 def test_load_run_has_orthohash_codebook_and_batchnorm(tmp_path):

@@ -71,7 +71,7 @@ class VTDHHead(nn.Module):
             raise ValueError(f"method vtdh: the backbone's feature map has {tokens.shape[1]} position for this "
                              f"image size, external attention needs at least 2 (larger images or another backbone)")
         u = self.hash(torch.cat([tokens, self.attention(tokens)]).flatten(1))  # the shared h on both, one pass
-        return u[:len(x)] + u[len(x):]
+        return u.unflatten(0, (2, -1)).sum(0)  # (no Python int of the batch size: exports stay batch-dynamic)
 
 
 def vtdh_loss(u: torch.Tensor, targets: torch.Tensor, *, lambd: float, w_bal: float) -> torch.Tensor:
