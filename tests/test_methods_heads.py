@@ -163,13 +163,18 @@ def test_orthohash_codebooks():
         assert book.shape == (12, 16) and set(book.unique().tolist()) <= {-1.0, 1.0}
         assert torch.equal(book, make_codebook(kind, 12, 16, seed=3))        # the seed decides
         assert not torch.equal(book, make_codebook(kind, 12, 16, seed=4))
-    g = torch.Generator().manual_seed(3)
     np.testing.assert_array_equal(make_codebook("N", 12, 16, seed=3).numpy(),
-                                  sign(torch.randn(12, 16, generator=g).numpy()))
-    # 'O': greedy rejection sampling keeps every pair far apart; 12 rows of 16 bits fit at >= 6/16 apart
+                                  sign(np.random.default_rng(3).standard_normal((12, 16))))
+    np.testing.assert_array_equal(make_codebook("B", 12, 16, seed=3).numpy(),
+                                  np.random.default_rng(3).integers(0, 2, (12, 16)) * 2 - 1)
+    # 'O': greedy rejection sampling keeps every pair far apart: 12 rows of 16 bits at >= 7/16 (Bernoulli rows: 2/16)
     book = make_codebook("O", 12, 16, seed=3).numpy()
     distance = (16 - book @ book.T) / 32
-    assert distance[~np.eye(12, dtype=bool)].min() >= 0.375
+    assert distance[~np.eye(12, dtype=bool)].min() >= 7 / 16
+    bernoulli = make_codebook("B", 12, 16, seed=3).numpy()
+    assert ((16 - bernoulli @ bernoulli.T) / 32)[~np.eye(12, dtype=bool)].min() < 7 / 16
+    # 64 rows of 6 bits: no code of 64 words keeps 2 bits apart, the floor's fallback still ends (distinct rows)
+    assert len(np.unique(make_codebook("O", 64, 6, seed=0).numpy(), axis=0)) == 64
     with pytest.raises(ValueError, match="codebook must be one of B, N, O"):
         make_codebook("M", 3, 8, seed=0)
 

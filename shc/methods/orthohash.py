@@ -9,6 +9,7 @@ term `quan`·mean q(v, sign v) with q = 1 − cos ('cs'), |·| ('l1') or (·)² 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,37 +19,59 @@ from shc.methods.classify import soft_cross_entropy
 
 CODEBOOKS = ("B", "N", "O")
 QUANTIZATION = ("cs", "l1", "l2")
-# 'O': the first draw at normalised Hamming distance >= the threshold from every row so far; a block of this many
-# failed draws lowers the threshold by 0.01, down to the floor
-O_START, O_STEP, O_FLOOR, O_BLOCK = 0.61, 0.01, 0.2, 10_000
+# 'O' (greedy_rows): the distance threshold's start, step and floor, and the patience before each step
+O_START, O_STEP, O_FLOOR, O_PATIENCE = 0.61, 0.01, 0.2, 10_000
 
 
 def make_codebook(kind: str, classes: int, bits: int, seed: int) -> torch.Tensor:
-    """C × q float ±1 codebook from ``seed``: 'B' i.i.d. Bernoulli(½) bits, 'N' signs of a Gaussian (sign(0) =
-    +1), 'O' greedy rejection sampling of Bernoulli rows (O_START, O_STEP, O_FLOOR, O_BLOCK)."""
+    """C × q float ±1 codebook from ``seed`` (numpy's generator): 'B' i.i.d. Bernoulli(½) bits, 'N' signs of a
+    Gaussian (sign(0) = +1), 'O' greedy rejection sampling of Bernoulli rows (O_START, O_STEP, O_FLOOR,
+    O_PATIENCE)."""
     if kind not in CODEBOOKS:
         raise ValueError(f"codebook must be one of {', '.join(CODEBOOKS)}, got {kind!r}")
-    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     if kind == "N":
-        return torch.where(torch.randn(classes, bits, generator=g) >= 0, 1.0, -1.0)
-    if kind == "B":
-        return torch.randint(0, 2, (classes, bits), generator=g).float() * 2 - 1
-    rows, threshold = [], O_START
+        book = np.where(rng.standard_normal((classes, bits)) >= 0, 1.0, -1.0)
+    elif kind == "B":
+        book = bernoulli_rows(rng, classes, bits)
+    else:
+        book = greedy_rows(rng, classes, bits)
+    return torch.from_numpy(book).float()
+
+
+def bernoulli_rows(rng: np.random.Generator, count: int, bits: int) -> np.ndarray:
+    return rng.integers(0, 2, (count, bits)).astype(np.float64) * 2 - 1
+
+
+def greedy_rows(rng: np.random.Generator, classes: int, bits: int) -> np.ndarray:
+    """'O': Bernoulli draws in order; a row is the first draw at normalised Hamming distance >= the threshold from
+    every row so far; O_PATIENCE consecutive rejected draws lower the threshold by O_STEP, down to O_FLOOR (where
+    the farthest draw of the pool is taken instead: C close to 2^q)."""
+    def distance(a, b):
+        return (bits - a @ b.T) / (2 * bits)
+
+    rows = [bernoulli_rows(rng, 1, bits)[0]]
+    threshold, rejected, draws, start = O_START, 0, np.empty((0, bits)), 0
     while len(rows) < classes:
-        draws = torch.randint(0, 2, (O_BLOCK, bits), generator=g).float() * 2 - 1
-        if not rows:
-            rows.append(draws[0])
-            continue
-        # normalised Hamming distance of each draw to its nearest accepted row
-        nearest = ((bits - draws @ torch.stack(rows).T) / (2 * bits)).min(1).values
-        ok = torch.nonzero(nearest >= threshold - 1e-9)
-        if len(ok):
-            rows.append(draws[ok[0, 0]])
-        elif threshold > O_FLOOR + 1e-9:
-            threshold = max(threshold - O_STEP, O_FLOOR)
-        else:  # even the floor is out of reach (C close to 2^q): the block's farthest draw
-            rows.append(draws[nearest.argmax()])
-    return torch.stack(rows)
+        if start == len(draws):  # a new pool of draws, with each one's distance to its closest row
+            draws, start = bernoulli_rows(rng, O_PATIENCE, bits), 0
+            nearest = distance(draws, np.array(rows)).min(1)
+        stop = min(len(draws), start + O_PATIENCE - rejected)  # where patience runs out
+        accepted = np.flatnonzero(nearest[start:stop] >= threshold - 1e-9)
+        if len(accepted):
+            pick, rejected = start + accepted[0], 0
+        else:
+            rejected, start = rejected + stop - start, stop
+            if rejected < O_PATIENCE:
+                continue
+            if threshold > O_FLOOR + 1e-9:
+                threshold, rejected = max(threshold - O_STEP, O_FLOOR), 0
+                continue
+            pick, rejected = int(nearest.argmax()), 0
+        rows.append(draws[pick])
+        nearest = np.minimum(nearest, distance(draws, draws[pick][None])[:, 0])
+        start = max(start, pick + 1)
+    return np.array(rows)
 
 
 class OrthoHashHead(nn.Module):
