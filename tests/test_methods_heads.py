@@ -425,6 +425,13 @@ def test_methods_train_on_the_benchmark_shape():
 
 
 # ------------------------------------------------------------------------------------------- bad input
+def test_option_ranges_are_refused_when_the_configuration_resolves():
+    for method, options, message in (("lth", {"beta": 1.0}, "beta must be in"),
+                                     ("vtdh", {"code_dropout": 1.0}, "code_dropout must be in")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**TINY, method=method, method_options=options).resolved()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--method", "greedyhash", "--method-option", "margin=0.3"],
      "method greedyhash takes no option 'margin'; it takes: alpha"),

@@ -54,6 +54,11 @@ class Method:
         self.opts = resolve_options(type(self), options or {})
 
     # ---------------------------------------------------------------- what subclasses provide
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        """ValueError for option values out of their range (types are checked already); runs whenever options are
+        resolved, so a run refuses them before any work."""
+
     def head(self, num_features: int) -> nn.Module:
         """Features -> u. Default: Linear(feat, bits) at N(0, 0.01²) weights and zero bias (the paper's init)."""
         return linear_head(num_features, self.ctx.bits)
@@ -112,6 +117,7 @@ def resolve_options(method: type[Method], given: dict) -> dict:
     resolved = dict(method.options)
     for key, value in given.items():
         resolved[key] = _checked(method, key, value)
+    method.check_options(resolved)
     return resolved
 
 

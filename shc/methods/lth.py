@@ -62,13 +62,16 @@ class LTH(Method):
     citation = ("Chen, Hou, Leng, Zhang, Lin, Zhang. Long-Tail Hashing. SIGIR 2021")
     options = {"beta": 0.0, "feature_dim": 2000, "meta_embedding": True}
 
+    @classmethod
+    def check_options(cls, opts):
+        if not 0 <= opts["beta"] < 1:
+            raise ValueError(f"method lth: option beta must be in [0, 1), got {opts['beta']!r}")
+        if opts["feature_dim"] < 1:
+            raise ValueError(f"method lth: option feature_dim must be a positive integer, got {opts['feature_dim']!r}")
+
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        beta, dim = self.opts["beta"], self.opts["feature_dim"]
-        if not 0 <= beta < 1:
-            raise ValueError(f"method lth: option beta must be in [0, 1), got {beta!r}")
-        if dim < 1:
-            raise ValueError(f"method lth: option feature_dim must be a positive integer, got {dim!r}")
+        beta = self.opts["beta"]
         counts = ctx.class_counts if ctx.class_counts is not None else np.ones(ctx.num_classes)
         self.weights = None if beta == 0 else class_balanced_weights(counts, beta).float().to(ctx.device)
 

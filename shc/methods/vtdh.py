@@ -99,15 +99,17 @@ class VTDH(Method):
     options = {"lambd": 1e-4, "w_bal": 0.01, "units": 8, "hidden": 1024, "dropout": 0.5, "code_dropout": 0.0}
     feature_map = True
 
+    @classmethod
+    def check_options(cls, opts):
+        for key in ("units", "hidden"):
+            if opts[key] < 1:
+                raise ValueError(f"method vtdh: option {key} must be a positive integer, got {opts[key]!r}")
+        for key in ("dropout", "code_dropout"):
+            if not 0 <= opts[key] < 1:
+                raise ValueError(f"method vtdh: option {key} must be in [0, 1), got {opts[key]!r}")
+
     def __init__(self, ctx, options=None):
         super().__init__(ctx, options)
-        o = self.opts
-        for key in ("units", "hidden"):
-            if o[key] < 1:
-                raise ValueError(f"method vtdh: option {key} must be a positive integer, got {o[key]!r}")
-        for key in ("dropout", "code_dropout"):
-            if not 0 <= o[key] < 1:
-                raise ValueError(f"method vtdh: option {key} must be in [0, 1), got {o[key]!r}")
         from shc.centers import csq_centers
         from shc.train.stage3 import tie_break_center
 
