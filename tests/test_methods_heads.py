@@ -284,6 +284,9 @@ def test_vtdh_head_against_numpy(shape):
     np.testing.assert_allclose(head(x).detach().numpy(), ref_vtdh_head(head, x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="at least 2"):
         method.head(dim)(torch.randn(2, dim, 1, 1))
+    with pytest.raises(ValueError, match=r"takes \(B, %d, H, W\) maps or \(B, N, %d\) tokens, got \(2, %d\)"
+                       % (dim, dim, dim)):
+        head(torch.randn(2, dim))  # a pooled feature vector: the backbone was not built with feature_map=True
 
 
 @pytest.mark.parametrize("multi", [False, True])

@@ -64,7 +64,7 @@ class VTDHHead(nn.Module):
 
     def forward(self, x):
         tokens = x.flatten(2).transpose(1, 2) if x.dim() == 4 else x
-        if x.dim() not in (3, 4) or tokens.shape[2] != self.dim:
+        if tokens.dim() != 3 or tokens.shape[2] != self.dim:
             raise ValueError(f"method vtdh: the head takes (B, {self.dim}, H, W) maps or (B, N, {self.dim}) "
                              f"tokens, got {tuple(x.shape)}")
         if tokens.shape[1] < 2:
