@@ -27,7 +27,7 @@ def main(modes):
                 times.append(time.process_time() - start)
             best = min(times)
             print(f"{name:14s} {ties:9s} cpu {best:.3f} s  {qc.shape[0] * dc.shape[0] / best / 1e9:.2f}e9 pairs/s  "
-                  f"mAP@{k}={report.mAP[str(k)]:.6f}")
+                  f"mAP@{k}={report.mAP[k]:.6f}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def section_ranking(out):
     gpu_expected = metrics.evaluate_cuda(tq, tdb, tql, tdbl, profile=stages, **kw_expected)
     out["expected_mAP_equal"] = cpu_expected.mAP == gpu_expected.mAP
     out["speedup_expected_vs_cpu_engine"] = out["cpu_engine_expected_s"] / out["gpu_evaluate_expected_s_warm"]
-    out["mAP@1000_cpu"], out["mAP@1000_gpu"] = cpu.mAP["1000"], gpu.mAP["1000"]
+    out["mAP@1000_cpu"], out["mAP@1000_gpu"] = cpu.mAP[1000], gpu.mAP[1000]
     a, b = cpu.to_dict(), gpu.to_dict()
     for d in (a, b):
         d.pop("seconds", None), d.pop("threads", None)

@@ -139,12 +139,12 @@ def test_engine_evaluate(benchmark, workload):
     per_core_single = pairs / min(single)
     _record(name, "shc.evaluate", seconds, benchmark, pairs_per_second_per_core=per_core,
             pairs_per_second_one_thread=per_core_single, pairs_per_cpu_second=per_cpu_second,
-            peak_extra_mb=None if extra_bytes is None else extra_bytes / 2**20, mAP=report.mAP[str(k)])
+            peak_extra_mb=None if extra_bytes is None else extra_bytes / 2**20, mAP=report.mAP[k])
     RESULTS[name]["pairs/s/core"] = per_core
     RESULTS[name]["pairs/CPU-second"] = per_cpu_second
     RESULTS[name]["pairs/s, 1 thread"] = per_core_single
     RESULTS[name]["peak extra MB"] = None if extra_bytes is None else extra_bytes / 2**20
-    RESULTS[name]["mAP"] = report.mAP[str(k)]
+    RESULTS[name]["mAP"] = report.mAP[k]
 
 
 def test_cli_whole_command(benchmark, workload, tmp_path_factory):

@@ -24,9 +24,10 @@ PR_GRID_POINTS = 100
 
 # ---------------------------------------------------------------------------------------------- arguments
 
-def parse_topk(topk) -> list[tuple[str, int | None]]:
-    """``(100, "1000", "all")`` -> ``[("100", 100), ("1000", 1000), ("all", None)]`` (None = the whole database).
-    Keys keep the spelling the caller used, so the report's mAP keys match the CLI arguments exactly."""
+def parse_topk(topk) -> list[tuple[int | str, int | None]]:
+    """``(100, "1000", "all")`` -> ``[(100, 100), ("1000", 1000), ("all", None)]`` (None = the whole database).
+    Keys are the values as the caller gave them (ints stay ints, numpy ints become ints, strings are stripped), so
+    ``report.mAP[100]`` and the CLI's ``"100"`` both find their entry; the JSON's keys are their ``str``."""
     if isinstance(topk, (str, int, float, np.number)):
         topk = (topk,)
     try:
@@ -42,13 +43,13 @@ def parse_topk(topk) -> list[tuple[str, int | None]]:
         elif isinstance(k, str) and k.strip().lstrip("+").isdigit():
             key, value = k.strip(), int(k)
         elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
-            key, value = str(int(k)), int(k)
+            key, value = int(k), int(k)
         else:
             raise ValueError(f"topk values must be positive integers or 'all', got {k!r}")
         if value is not None and value <= 0:
             raise ValueError(f"topk values must be positive, got {k!r}")
-        if key not in seen:
-            seen.add(key)
+        if str(key) not in seen:  # 100 and "100" are one cut-off (and one JSON key)
+            seen.add(str(key))
             parsed.append((key, value))
     return parsed
 
@@ -90,7 +91,9 @@ def rank_plan(n_database: int, topk=DEFAULT_TOPK, pr_ranks=None) -> tuple[np.nda
 
 @dataclass
 class Report:
-    """Everything one evaluation measured. ``to_dict()`` is the shc-eval JSON; ``ap`` holds AP per query."""
+    """Everything one evaluation measured. ``mAP``, ``precision_at_k`` and ``recall_at_k`` are keyed by the topk
+    values as given (``report.mAP[100]``, ``report.mAP["all"]``); ``ap`` holds AP per query (a column per topk);
+    ``str(report)`` is the summary table; ``to_dict()`` is the shc-eval JSON (string keys)."""
     mAP: dict
     precision_at_k: dict
     recall_at_k: dict
@@ -111,9 +114,9 @@ class Report:
 
     def to_dict(self) -> dict:
         return {
-            "mAP": dict(self.mAP),
-            "precision_at_k": dict(self.precision_at_k),
-            "recall_at_k": dict(self.recall_at_k),
+            "mAP": _json_keys(self.mAP),
+            "precision_at_k": _json_keys(self.precision_at_k),
+            "recall_at_k": _json_keys(self.recall_at_k),
             "ties": self.ties,
             "bits": self.bits,
             "n_query": self.n_query,
@@ -129,6 +132,13 @@ class Report:
             "isa": self.isa,
         }
 
+    def per_query_ap(self, k) -> np.ndarray:
+        """AP@k of every query (float64, n_query), in query order; ``k`` a key of ``mAP``."""
+        keys = list(self.mAP)
+        if k not in keys:
+            raise KeyError(f"no AP@{k!r}: the report's cut-offs are {', '.join(map(repr, keys))}")
+        return self.ap[:, keys.index(k)]
+
     def pr_curves(self) -> dict:
         """``{label: (precision, recall)}`` for shc.plots.plot_pr_curves."""
         return {
@@ -142,11 +152,17 @@ class Report:
                  f"ties={self.ties}, {self.threads} threads ({self.isa})",
                  f"{'k':>8}  {'mAP@k':>8}  {'P@k':>8}  {'R@k':>8}"]
         for key in self.mAP:
-            lines.append(f"{key:>8}  {self.mAP[key]:8.4f}  {self.precision_at_k[key]:8.4f}  {self.recall_at_k[key]:8.4f}")
+            lines.append(f"{key!s:>8}  {self.mAP[key]:8.4f}  {self.precision_at_k[key]:8.4f}  {self.recall_at_k[key]:8.4f}")
         lines.append(f"P@H<={self.radius} {self.precision_at_radius:.4f}   R@H<={self.radius} {self.recall_at_radius:.4f}")
         lines.append(f"queries without relevant items: {self.queries_without_relevant}")
         lines.append(f"time: {self.seconds:.3f} s")
         return "\n".join(lines)
+
+    __str__ = summary
+
+
+def _json_keys(by_cutoff: dict) -> dict:
+    return {str(k): v for k, v in by_cutoff.items()}
 
 
 def _make_report(raw: dict, keys: list[str], ties: str, bits: int, n_query: int, n_database: int, radius: int,

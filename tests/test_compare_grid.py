@@ -10,10 +10,19 @@ from shc.compare import (Cell, finished_metrics, mean_pr_curve, mean_std, paired
 
 def fake_run(centers, bits, seed, value, expected=None, total=10.0):
     expected = value - 0.01 if expected is None else expected
-    return {"centers": centers, "bits": bits, "seed": seed,
+    return {"method": centers, "bits": bits, "seed": seed,
             "mAP": {"100": value, "1000": value - 0.1, "all": value - 0.2},
             "mAP_expected": {"100": expected, "1000": expected - 0.1, "all": expected - 0.2},
             "seconds": {"total": total}}
+
+
+def test_method_entries_all_labels_and_options():
+    cells = plan_grid(["all", "shc-paper=shc:polish_passes=0,eta=0.25", "shc"], [16], [0])
+    from shc.methods import list_methods
+    assert [c.label for c in cells] == [*list_methods(), "shc-paper"]  # an identical repeat (shc) is dropped
+    paper = cells[-1]
+    assert (paper.method, paper.options) == ("shc", (("eta", 0.25), ("polish_passes", 0)))
+    assert paper.dirname() == "shc-paper-16bits-seed0" and Cell("csq", 16, 0).method == "csq"
 
 
 def test_plan_grid_order_and_size():
@@ -25,7 +34,12 @@ def test_plan_grid_order_and_size():
 
 
 @pytest.mark.parametrize("args, match", [
-    ((["csq", "foo"], [16], [0]), "unknown center method"),
+    ((["csq", "foo"], [16], [0]), "unknown method 'foo'"),
+    ((["shc-paper=shc:polish=0"], [16], [0]), "method shc takes no option 'polish'"),
+    ((["shc-paper=shc:polish_passes=x"], [16], [0]), "option polish_passes takes an integer"),
+    ((["a=shc", "a=csq"], [16], [0]), "given twice with different meanings"),
+    ((["a b=shc"], [16], [0]), "give NAME, all, or LABEL=NAME"),
+    ((["x=shc:"], [16], [0]), "give NAME, all, or LABEL=NAME"),
     ((["csq", "csq"], [16], [0]), "duplicate"),
     ((["csq"], [0], [0]), "bits"),
     ((["csq"], [16], [-1]), "seeds"),
@@ -49,14 +63,14 @@ def test_summarize_groups_by_method_and_length():
     runs = [fake_run("csq", 16, 0, 0.8), fake_run("csq", 16, 1, 0.6, total=20.0), fake_run("shc", 16, 0, 0.9),
             fake_run("shc", 8, 0, 0.5)]
     rows = summarize(runs)
-    assert [(r["bits"], r["centers"]) for r in rows] == [(8, "shc"), (16, "csq"), (16, "shc")]
-    csq = rows[1]
+    assert [(r["bits"], r["method"]) for r in rows] == [(8, "shc"), (16, "shc"), (16, "csq")]  # the seed's order
+    csq = rows[2]
     assert csq["n"] == 2 and csq["seeds"] == [0, 1] and csq["seconds"] == 15.0
     assert csq["mAP"]["100"]["mean"] == pytest.approx(0.7)
     assert csq["mAP"]["all"]["mean"] == pytest.approx(0.5)
     assert csq["mAP"]["100"]["std"] == pytest.approx(math.sqrt(0.02))
     assert csq["mAP_expected"]["100"]["mean"] == pytest.approx(0.69)
-    assert rows[2]["mAP"]["100"]["std"] is None
+    assert rows[1]["mAP"]["100"]["std"] is None
 
 
 def test_mean_pr_curve():
@@ -71,9 +85,9 @@ def test_mean_pr_curve():
 
 
 def test_results_markdown_marks_best_and_lists_missing():
-    rows = summarize([fake_run("csq", 16, 0, 0.8, expected=0.9), fake_run("csq", 16, 1, 0.6, expected=0.9),
-                      fake_run("shc", 16, 0, 0.75, expected=0.7), fake_run("shc", 16, 1, 0.75, expected=0.7)])
-    text = results_markdown(rows, {"dataset": "x", "hashing epochs": 3}, {16: "pr_16bits.png"},
+    runs = [fake_run("csq", 16, 0, 0.8, expected=0.9), fake_run("csq", 16, 1, 0.6, expected=0.9),
+            fake_run("shc", 16, 0, 0.75, expected=0.7), fake_run("shc", 16, 1, 0.75, expected=0.7)]
+    text = results_markdown(runs, {"dataset": "x", "hashing epochs": 3}, {16: "pr_16bits.png"},
                             missing=[Cell("mds", 16, 0)])
     lines = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| 16 ")}
     assert set(lines) == {"csq", "shc"}
@@ -111,5 +125,6 @@ def test_paired_differences_by_seed():
     stat = rows[0]["mAP"]["100"]
     assert stat["mean"] == pytest.approx(0.025) and stat["std"] == pytest.approx(math.sqrt(2 * 0.075 ** 2))
     assert (stat["wins"], stat["losses"]) == (1, 1)
-    text = results_markdown(summarize(runs), {}, paired=rows)
-    assert "| 16 | shc − csq | +0.0250 ± 0.1061 (1/1) |" in text
+    assert stat["ci95"] == pytest.approx([0.025 - 12.706204736 * 0.075, 0.025 + 12.706204736 * 0.075])
+    text = results_markdown(runs, {}, paired=rows)
+    assert "| 16 | shc − csq | +0.0250 [-0.9280, +0.9780] (1/1) |" in text

@@ -74,6 +74,21 @@ def test_fashion_mnist_tiny_protocol(tmp_path):
     assert len(ds.class_names) == 10 and root
 
 
+def test_fashion_mnist_splits_know_their_source_rows(tmp_path):
+    """source_index: the rows of the IDX files (training file, then test file) each split holds, in its order; what a
+    run writes to codes/{query,db}_index.npy so that codes made elsewhere can encode the same images."""
+    root = make_fashion_mnist(str(tmp_path))
+    ds = load_dataset("fashion-mnist", root, seed=1, query_per_class=2, train_per_class=5)
+    source = np.concatenate([read_idx(os.path.join(root, f"{p}-images-idx3-ubyte.gz")) for p in ("train", "t10k")])
+    for split in (ds.train, ds.query, ds.database):
+        assert split.source_index.dtype == np.int64
+        assert np.array_equal(split.images[..., 0], source[split.source_index])
+    rows = np.concatenate([ds.train.source_index, ds.query.source_index, ds.database.source_index])
+    assert np.array_equal(np.sort(rows), np.arange(len(source)))  # a partition of the source
+    with pytest.raises(ValueError, match="one row number per image"):
+        InMemorySplit(np.zeros((3, 4, 4), np.uint8), np.zeros(3), mean=0.5, std=0.5, source_index=[0, 1])
+
+
 def test_fashion_mnist_seeded(tmp_path):
     make_fashion_mnist(str(tmp_path))
     opts = dict(query_per_class=2, train_per_class=5)

@@ -103,7 +103,7 @@ def test_cli_packbits_codes_need_bits(files, tmp_path, capsys):
     assert err.startswith(f"shc-eval: error: --query-codes {tmp_path}/qp.npy: uint8 values from ")
     assert "are not binary codes" in err and "packbits" in err and "--bits N" in err
     assert main(args + ["--bits", "32", "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).mAP
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).to_dict()["mAP"]
 
 
 def test_cli_reads_mat_label_vectors(files, tmp_path):
@@ -115,7 +115,7 @@ def test_cli_reads_mat_label_vectors(files, tmp_path):
     args = _args(tmp)
     args[5], args[7] = str(tmp_path / "ql.mat"), str(tmp_path / "dl.mat")
     assert main(args + ["--quiet", "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).mAP
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == evaluate(qc, dc, ql, dl).to_dict()["mAP"]
 
 
 def test_cli_bad_choice_exits_2_via_subprocess(files):

@@ -82,7 +82,7 @@ def test_cpu_engine_when_disabled_or_not_cuda(fake_kernels, monkeypatch, case):
         assert metrics._use_gpu(FakeCudaTensor(qc), FakeCudaTensor(dc), None) is False
     report = metrics.evaluate(qc, dc, ql, dl, topk=(5,))
     idx, _ = metrics.search(qc, dc, 4)
-    assert fake_kernels == [] and 0.0 <= report.mAP["5"] <= 1.0 and idx.shape == (3, 4)
+    assert fake_kernels == [] and 0.0 <= report.mAP[5] <= 1.0 and idx.shape == (3, 4)
 
 
 def test_packbits_codes_with_bits_stay_on_cpu_engine(fake_kernels):

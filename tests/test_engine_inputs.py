@@ -184,13 +184,33 @@ def test_bad_topk(topk, match):
         evaluate(np.ones((3, 4)), np.ones((3, 4)), [0, 1, 2], [0, 1, 2], topk=topk)
 
 
-def test_topk_keys_keep_the_given_spelling_and_k_beyond_n_is_n():
-    assert parse_topk(["100", "all", 7]) == [("100", 100), ("all", None), ("7", 7)]
+def test_topk_keys_are_the_values_as_given_and_k_beyond_n_is_n():
+    assert parse_topk(["100", "all", 7, np.int64(8), 7, "7"]) == [("100", 100), ("all", None), (7, 7), (8, 8)]
     rng = np.random.default_rng(3)
     qc, dc = rng.choice([-1, 1], (4, 8)), rng.choice([-1, 1], (10, 8))
-    r = evaluate(qc, dc, [0, 1, 0, 1], rng.integers(0, 2, 10), topk=["10", "13", "all"])
+    ql, dl = [0, 1, 0, 1], rng.integers(0, 2, 10)
+    r = evaluate(qc, dc, ql, dl, topk=["10", "13", "all"])
     assert list(r.mAP) == ["10", "13", "all"]
     assert r.mAP["10"] == r.mAP["13"] == r.mAP["all"]
+    by_int = evaluate(qc, dc, ql, dl, topk=(10, 13, "all"))
+    for family in ("mAP", "precision_at_k", "recall_at_k"):
+        assert list(getattr(by_int, family)) == [10, 13, "all"]
+        assert list(getattr(by_int, family).values()) == list(getattr(r, family).values())
+    assert by_int.to_dict() == {**r.to_dict(), "seconds": by_int.seconds}  # the JSON has string keys either way
+    assert by_int.per_query_ap(13).tolist() == by_int.ap[:, 1].tolist()
+    with pytest.raises(KeyError, match="cut-offs"):
+        by_int.per_query_ap(5)
+
+
+def test_str_of_a_report_is_its_summary():
+    rng = np.random.default_rng(4)
+    report = evaluate(rng.choice([-1, 1], (4, 8)), rng.choice([-1, 1], (10, 8)), [0, 1, 0, 1],
+                      rng.integers(0, 2, 10), topk=(5, "all"))
+    assert str(report) == report.summary()
+    lines = report.summary().splitlines()
+    assert lines[2].split() == ["5", f"{report.mAP[5]:.4f}", f"{report.precision_at_k[5]:.4f}",
+                                f"{report.recall_at_k[5]:.4f}"]
+    assert lines[3].split()[0] == "all"
 
 
 @pytest.mark.parametrize("kwargs, match", [({"ties": "random"}, "unknown ties"), ({"threads": 0}, "threads"),

@@ -66,7 +66,7 @@ def cifar100(data_root: str | None = None, seed: int = 0, *, train_per_class: in
     query, train, database = per_class_split(labels, (query_per_class, train_per_class), seed)
 
     def split(idx):
-        return InMemorySplit(images[idx], labels[idx], mean=MEAN, std=STD, pad=pad, flip=flip)
+        return InMemorySplit(images[idx], labels[idx], mean=MEAN, std=STD, pad=pad, flip=flip, source_index=idx)
 
     return HashingDataset("cifar100", num_classes=len(class_names), multi_label=False, channels=3, image_size=32,
                           train=split(train), query=split(query), database=split(database),

@@ -81,7 +81,7 @@ def fashion_mnist(data_root: str | None = None, seed: int = 0, *, query_per_clas
     query, train, database = per_class_split(labels, (query_per_class, train_per_class), seed)
 
     def split(idx):
-        return InMemorySplit(images[idx], labels[idx], mean=MEAN, std=STD, pad=pad, flip=flip)
+        return InMemorySplit(images[idx], labels[idx], mean=MEAN, std=STD, pad=pad, flip=flip, source_index=idx)
 
     return HashingDataset("fashion-mnist", num_classes=10, multi_label=False, channels=1, image_size=28,
                           train=split(train), query=split(query), database=split(database),

@@ -17,10 +17,13 @@ class InMemorySplit(Split):
     """A split held as a uint8 ``(N, H, W, C)`` array (``(N, H, W)`` is taken as one channel).
 
     mean/std: per-channel normalisation in [0, 1] units. pad: zero padding of the random crop
-    (0 turns cropping off). flip: random horizontal flips when training.
+    (0 turns cropping off). flip: random horizontal flips when training. source_index: the rows of the dataset's
+    source arrays this split holds, in order (a run writes them to codes/, so that codes made outside shc can encode
+    the same items in the same order); None when there is no such source.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, mean, std, pad: int = 4, flip: bool = True):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, mean, std, pad: int = 4, flip: bool = True,
+                 source_index: np.ndarray | None = None):
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[..., None]
@@ -38,6 +41,9 @@ class InMemorySplit(Split):
         self.images = np.ascontiguousarray(images)
         self.labels = np.asarray(labels)
         self.pad, self.flip = int(pad), bool(flip)
+        self.source_index = None if source_index is None else np.asarray(source_index, dtype=np.int64)
+        if self.source_index is not None and self.source_index.shape != (len(images),):
+            raise ValueError(f"source_index must hold one row number per image, got shape {self.source_index.shape}")
         # x_normalised = (x / 255 - mean) / std = x * scale + shift
         self._scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, -1, 1, 1)
         self._shift = torch.tensor(-mean / std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -95,7 +95,8 @@ def synthetic(data_root: str | None = None, seed: int = 0, *, num_classes: int =
     std = images[train].std(axis=(0, 1, 2)) / 255
 
     def split(idx):
-        return InMemorySplit(images[idx], labels[idx], mean=mean, std=std, pad=max(1, image_size // 16), flip=False)
+        return InMemorySplit(images[idx], labels[idx], mean=mean, std=std, pad=max(1, image_size // 16), flip=False,
+                             source_index=idx)
 
     names = [f"super{parent[c]}/class{c}" for c in range(num_classes)]
     return HashingDataset("synthetic", num_classes=num_classes, multi_label=multi_label, channels=channels,

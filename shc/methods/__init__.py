@@ -17,6 +17,10 @@ REGISTRY = {
     "lth": "shc.methods.lth:LTH",
     "greedyhash": "shc.methods.greedyhash:GreedyHash",
     "orthohash": "shc.methods.orthohash:OrthoHash",
+    "dtsh": "shc.methods.dtsh:DTSH",
+    "hashnet": "shc.methods.hashnet:HashNet",
+    "dpsh": "shc.methods.dpsh:DPSH",
+    "idhn": "shc.methods.idhn:IDHN",
 }
 CENTER_METHODS = ("shc", "mds", "csq")  # stage 2 makes their hash centers
 

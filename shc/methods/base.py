@@ -44,6 +44,9 @@ class Method:
     citation: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple]] = {}      # options with a fixed set of values
+    # option -> its value -> other options' defaults under that value (e.g. form=dh: the DH reimplementation's
+    # constants), so one option selects a reference's whole configuration and any of it can still be overridden
+    presets: ClassVar[dict[str, dict[Any, dict[str, Any]]]] = {}
     uses_similarity: ClassVar[bool] = False       # stage 1 (the classifier -> class similarity S)
     uses_centers: ClassVar[bool] = False          # stage 2 (hash centers)
     feature_map: ClassVar[bool] = False           # the head takes the backbone's spatial map (B, C, H, W)
@@ -106,8 +109,9 @@ def as_multi_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def resolve_options(method: type[Method], given: dict) -> dict:
-    """The method's options: its defaults with ``given`` over them, each value checked against the default's
-    type (ints accepted for floats). ValueError naming the options it takes for an unknown one."""
+    """The method's options: its defaults (those of the presets ``given`` selects over them) with ``given`` over
+    them, each value checked against the default's type (ints accepted for floats). ValueError naming the options
+    it takes for an unknown one."""
     if not isinstance(given, dict):
         raise ValueError(f"method options must be a dict of name -> value, got {type(given).__name__}")
     unknown = sorted(set(given) - set(method.options))
@@ -115,6 +119,9 @@ def resolve_options(method: type[Method], given: dict) -> dict:
         takes = ", ".join(sorted(method.options)) or "none"
         raise ValueError(f"method {method.name} takes no option {', '.join(map(repr, unknown))}; it takes: {takes}")
     resolved = dict(method.options)
+    for key, by_value in method.presets.items():
+        if key in given:
+            resolved.update(by_value.get(_checked(method, key, given[key]), {}))
     for key, value in given.items():
         resolved[key] = _checked(method, key, value)
     method.check_options(resolved)
@@ -133,7 +140,7 @@ def _checked(method: type[Method], key: str, value):
     if wanted is float and ok and not np.isfinite(value):
         ok = False
     if not ok:
-        raise ValueError(f"method {method.name}: option {key} takes a {_type_name(wanted)} "
+        raise ValueError(f"method {method.name}: option {key} takes {_type_name(wanted)} "
                          f"(default {default!r}), got {value!r}")
     allowed = method.choices.get(key)
     if allowed is not None and value not in allowed:
@@ -143,4 +150,4 @@ def _checked(method: type[Method], key: str, value):
 
 
 def _type_name(t: type) -> str:
-    return {bool: "True/False", int: "integer", float: "finite number", str: "string"}.get(t, t.__name__)
+    return {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}.get(t, t.__name__)

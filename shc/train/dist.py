@@ -59,6 +59,22 @@ class Dist:
         torch.distributed.all_reduce(tensor)
         return tensor.cpu().numpy()
 
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` concatenated along dim 0 in rank order, on every rank (memory banks write the
+        rows of the whole global batch). Ranks may hold different numbers of rows (a ragged last batch)."""
+        if not self.active:
+            return tensor
+        comm = _comm_device()
+        local = tensor.detach().to(comm)
+        sizes = [torch.zeros(1, dtype=torch.int64, device=comm) for _ in range(self.world_size)]
+        torch.distributed.all_gather(sizes, torch.tensor([len(local)], device=comm))
+        longest = int(max(sizes).item())
+        padded = torch.zeros((longest,) + local.shape[1:], dtype=local.dtype, device=comm)
+        padded[:len(local)] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, padded)
+        return torch.cat([part[:int(n.item())] for part, n in zip(parts, sizes)]).to(tensor.device)
+
     def data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` wrapped in DistributedDataParallel (gradients averaged over ranks); itself when alone."""
         if not self.active:

@@ -461,8 +461,9 @@ def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, li
 
 
 def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
-    """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and, for image files,
-    the paths; metrics.json and the two figures."""
+    """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and the items' order —
+    the paths for image files, the source rows for in-memory sets — so that other methods can encode the same
+    items in the same order; metrics.json and the two figures."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
@@ -475,6 +476,8 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> No
     for name, split in (("query", dataset.query), ("db", dataset.database)):
         if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
             write_json(out / "codes" / f"{name}_paths.json", [str(p) for p in split.paths])
+        elif getattr(split, "source_index", None) is not None:  # in-memory sets: rows of the source arrays
+            write_array(out / "codes" / f"{name}_index.npy", split.source_index)
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
                  title=f"{dataset.name}, {cfg.method}, {cfg.bits} bits")

@@ -1,0 +1,116 @@
+"""One training step of every registered method against SHC's: the same compact CNN on Fashion-MNIST-shaped
+1×28×28 input, batch 64, 32 bits, CPU, one torch thread (SHC_BENCH_THREADS to change).
+
+    pytest bench/test_bench_methods.py --benchmark-columns=min,mean,rounds -s
+
+Each method's step is built through what the pipeline runs: shc.methods.create_method with a MethodContext
+(train_size = the memory-bank size), shc.methods.hashing_model, the loop's forward, the method's loss, backward,
+an RMSprop step. Memory-bank methods (those holding a shc.methods.memory.MemoryBank as ``.bank``) are measured with
+a full bank of 5,000 rows (Fashion-MNIST's training set) and of 100,000 rows. A per-epoch hook (LTH's prototypes)
+runs once before the timing and is not part of the step. The centre methods train towards CSQ's centers here
+(the step's cost does not depend on the centers' values). SHC's step is timed interleaved with each method's, so
+both see the same load; the ratio (best of each) is printed, written into extra_info, and must stay ≤ 1.5.
+"""
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from shc.centers import make_centers
+from shc.data.memory import InMemorySplit
+from shc.methods import MethodContext, create_method, get_method, hashing_model, list_methods
+from shc.models import create_backbone
+from shc.train.loop import forward
+
+BATCH, BITS, CLASSES, ROUNDS = 64, 32, 10, 15
+BUFFERS = (5_000, 100_000)
+TARGET = 1.5
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().strip()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SHC_BENCH_THREADS", "1")))
+    yield
+    torch.set_num_threads(threads)
+
+
+def uses_bank(name: str) -> bool:
+    return getattr(create_method(name, context(name, 1)), "bank", None) is not None
+
+
+def context(name: str, train_size: int) -> MethodContext:
+    cls = get_method(name)
+    return MethodContext(bits=BITS, num_classes=CLASSES, multi_label=False, seed=0, train_size=train_size,
+                         class_counts=np.full(CLASSES, train_size // CLASSES),
+                         centers=make_centers("csq", CLASSES, BITS, seed=0) if cls.uses_centers else None)
+
+
+def training_step(name: str, train_size: int):
+    """A closure running one training step of method ``name`` as the epoch loop does."""
+    method = create_method(name, context(name, train_size))
+    torch.manual_seed(0)
+    backbone = create_backbone("compact", in_channels=1, small_input=True, feature_map=method.feature_map)
+    model = hashing_model(method, backbone)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    rng = np.random.default_rng(0)
+    bank = getattr(method, "bank", None)
+    if bank is not None:  # a bank after an epoch: every row written
+        with torch.no_grad():
+            bank.write(torch.randn(train_size, bank.codes.shape[1]),
+                       torch.from_numpy(rng.integers(0, CLASSES, train_size)), torch.arange(train_size))
+    split = InMemorySplit(rng.integers(0, 256, (256, 28, 28), dtype=np.uint8), rng.integers(0, CLASSES, 256),
+                          mean=0.286, std=0.353)
+    method.start_epoch(model, split, 0, BATCH)  # a per-epoch hook: once, outside the step
+    model.train()
+    images = torch.randn(BATCH, 1, 28, 28)
+    labels = torch.from_numpy(rng.integers(0, CLASSES, BATCH))
+    indices = torch.from_numpy(rng.choice(max(train_size, BATCH), BATCH, replace=False))
+
+    def step():
+        loss = method.loss(forward(model, images), labels, indices)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    step()  # warm-up
+    return step
+
+
+def cases():
+    for name in list_methods():
+        if name == "shc":
+            continue
+        for buffer in (BUFFERS if uses_bank(name) else (BUFFERS[0],)):
+            yield pytest.param(name, buffer, id=f"{name}-{buffer}" if uses_bank(name) else name)
+
+
+@pytest.mark.parametrize("name, buffer", list(cases()))
+def test_bench_method_step_vs_shc(benchmark, request, name, buffer):
+    shc_step, method_step = training_step("shc", buffer), training_step(name, buffer)
+    shc_times = []
+
+    def time_shc():  # pedantic's untimed setup: SHC's step interleaved with the method's, same load
+        t = time.perf_counter()
+        shc_step()
+        shc_times.append(time.perf_counter() - t)
+
+    benchmark.pedantic(method_step, setup=time_shc, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    method_s, shc_s = benchmark.stats.stats.min, min(shc_times)
+    ratio = method_s / shc_s
+    bank = buffer if uses_bank(name) else None
+    benchmark.extra_info.update({"method": name, "bank_rows": bank, "batch": BATCH, "bits": BITS,
+                                 "method_step_ms": round(1e3 * method_s, 2), "shc_step_ms": round(1e3 * shc_s, 2),
+                                 "ratio": round(ratio, 3), "loadavg": loadavg(),
+                                 "torch_threads": torch.get_num_threads()})
+    line = (f"{name:10s} {'bank ' + format(bank, ',') if bank else '':13s} step {1e3 * method_s:7.2f} ms, "
+            f"SHC {1e3 * shc_s:6.2f} ms, ratio {ratio:5.2f} (loadavg {loadavg()})")
+    print("\n" + line)
+    request.config.bench_summary_lines.append(line)
+    assert ratio <= TARGET, f"{name}: one step {ratio:.2f}x SHC's (target {TARGET}x)"
