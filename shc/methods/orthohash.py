@@ -40,7 +40,7 @@ def make_codebook(kind: str, classes: int, bits: int, seed: int) -> torch.Tensor
 
 
 def bernoulli_rows(rng: np.random.Generator, count: int, bits: int) -> np.ndarray:
-    return rng.integers(0, 2, (count, bits)).astype(np.float64) * 2 - 1
+    return rng.integers(0, 2, (count, bits)).astype(np.float32) * 2 - 1  # ±1 products: exact in float32
 
 
 def greedy_rows(rng: np.random.Generator, classes: int, bits: int) -> np.ndarray:
