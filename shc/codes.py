@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from shc import _engine
+from shc._compiled import _engine
 
 # The most threads an engine call may ask for. The engine cannot refuse a count: OpenMP fails to create tens of
 # thousands of threads and the process dies (a segfault at 100000), so the count is checked before calling in.

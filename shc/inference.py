@@ -32,7 +32,9 @@ def save_model_config(out, dataset, cfg, fingerprint: str) -> None:
     """Write ``out/checkpoints/hashnet.json``: what it takes to rebuild and feed the trained hashing network."""
     from shc.data import FileSplit
     from shc.train.artifacts import write_json
+    from shc.train.recorded import absolute, absolute_options
 
+    here = os.getcwd()  # paths are stored absolute: the run is used from anywhere
     split = dataset.query
     files = isinstance(split, FileSplit)
     scale, shift = _normalisation(split)
@@ -45,10 +47,10 @@ def save_model_config(out, dataset, cfg, fingerprint: str) -> None:
                           "resize_size": split.resize_size if files else dataset.image_size,
                           "crop_size": split.crop_size if files else dataset.image_size,
                           "scale": scale, "shift": shift, "image_files": files},
-        "dataset": {"name": dataset.name, "data_root": cfg.data_root, "seed": cfg.seed,
-                    "options": cfg.data_options, "num_classes": dataset.num_classes,
+        "dataset": {"name": dataset.name, "data_root": absolute(cfg.data_root, here), "seed": cfg.seed,
+                    "options": absolute_options(cfg.data_options, here), "num_classes": dataset.num_classes,
                     "multi_label": dataset.multi_label, "class_names": dataset.class_names},
-        "eval_batch_size": cfg.eval_batch_size,
+        "eval_batch_size": cfg.eval_batch_size, "working_dir": here,
     }
     write_json(Path(out) / CONFIG_FILE, config)
 
@@ -88,6 +90,12 @@ def read_model_config(run_dir) -> dict:
         raise ValueError(f"{run}: cannot read {CONFIG_FILE}: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
         raise ValueError(f"{run}: {CONFIG_FILE} has an unknown format (written by another shc version?)")
+    # older runs recorded paths relative to where they were trained: from now on, relative to that directory
+    from shc.train.recorded import absolute, absolute_options, working_dir
+    config["working_dir"] = base = working_dir(run, config.get("working_dir"))
+    dataset = config["dataset"]
+    dataset["data_root"] = absolute(dataset.get("data_root"), base)
+    dataset["options"] = absolute_options(dataset.get("options") or {}, base)
     return config
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shc import _engine
+from shc._compiled import _engine
 from shc.codes import as_numpy, engine_threads, is_label_vector, pack_codes, prepare_labels
 
 TIES = ("index", "expected", "optimistic", "pessimistic")

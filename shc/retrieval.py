@@ -102,18 +102,65 @@ def sidecar_path(codes_path) -> Path:
     return Path(codes_path).with_suffix(".json")
 
 
+def labels_path(codes_path) -> Path:
+    """Where shc-encode puts the labels of ``codes_path`` as shc-eval reads them: FILE_labels.npy."""
+    codes_path = Path(codes_path)
+    return codes_path.with_name(f"{codes_path.stem}_labels.npy")
+
+
 def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packed: bool, run_dir,
-                fingerprint: str) -> None:
+                config: dict) -> Path | None:
     """``out`` (.npy): ±1 int8 codes, or ``np.packbits(codes > 0, axis=1)`` bytes; ``out``'s .json sidecar:
-    bits, format, paths, labels and the run that made them."""
+    bits, format, paths, labels and the run (``config``: its hashnet.json) that made them; and, when every image
+    has a label the run knows, FILE_labels.npy (class ids or multi-hot rows, as the run's codes/ labels),
+    whose path is returned (None when not written)."""
     from shc.train.artifacts import write_array, write_json
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
+    dataset = config["dataset"]
+    ids = label_array(labels, dataset.get("class_names"), int(dataset["num_classes"]), bool(dataset["multi_label"]))
     write_array(out, np.packbits(codes > 0, axis=1) if packed else codes)
+    if ids is not None:
+        write_array(labels_path(out), ids)
     write_json(sidecar_path(out), {"format": SIDECAR_FORMAT, "bits": int(codes.shape[1]), "packed": packed,
                                    "count": len(codes), "paths": [str(p) for p in paths], "labels": labels,
-                                   "run": str(Path(run_dir).resolve()), "fingerprint": fingerprint})
+                                   "labels_file": None if ids is None else labels_path(out).name,
+                                   "run": str(Path(run_dir).resolve()), "fingerprint": config["fingerprint"]})
+    return None if ids is None else labels_path(out)
+
+
+def label_array(labels: list, class_names, num_classes: int, multi_label: bool) -> np.ndarray | None:
+    """Labels as :func:`canonical_label` gives them -> the run's label encoding: int64 class ids, or uint8
+    multi-hot rows for a multi-label run; None when an image has no label or one the run does not know."""
+    index = {name: i for i, name in enumerate(class_names or [])}
+
+    def class_id(label):
+        token = str(label)
+        if token in index:
+            return index[token]
+        return int(token) if token.isdigit() and int(token) < num_classes else None
+
+    if not labels or any(x is None for x in labels):
+        return None
+    ids = [[class_id(x) for x in (label if isinstance(label, list) else [label])] for label in labels]
+    if any(i is None for row in ids for i in row) or (not multi_label and any(len(row) != 1 for row in ids)):
+        return None
+    if not multi_label:
+        return np.array([row[0] for row in ids], dtype=np.int64)
+    hot = np.zeros((len(ids), num_classes), dtype=np.uint8)
+    for r, row in enumerate(ids):
+        hot[r, row] = 1
+    return hot
+
+
+def packed_bits(codes_path) -> int | None:
+    """The code length of shc-encode ``--packed`` codes, from their sidecar (None: no sidecar or not packed)."""
+    try:
+        meta = json.loads(sidecar_path(codes_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return int(meta["bits"]) if isinstance(meta, dict) and meta.get("packed") and "bits" in meta else None
 
 
 # --------------------------------------------------------------------------------------------- the database
@@ -175,14 +222,16 @@ def run_database(run_dir, config: dict) -> Database:
         raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
     class_names = config["dataset"].get("class_names")
     dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
-    paths = run_database_paths(run_dir, dataset, labels) if dataset["image_files"] else None
+    paths = (run_database_paths(run_dir, dataset, labels, config.get("working_dir")) if dataset["image_files"]
+             else None)
     return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names), paths,
                     dataset_config=dataset)
 
 
-def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> list[str]:
-    """The image paths of the run's database codes: codes/db_paths.json, written with the codes; runs from
-    before it reload the lists, which must still match the saved labels, or results would show other images."""
+def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray, working_dir: str | None = None) -> list[str]:
+    """The image paths of the run's database codes: codes/db_paths.json, written with the codes (relative paths
+    of older runs: relative to ``working_dir``, where the run was trained); runs from before it reload the lists,
+    which must still match the saved labels, or results would show other images."""
     saved = Path(run_dir) / "codes" / "db_paths.json"
     if saved.is_file():
         try:
@@ -199,7 +248,8 @@ def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray) -> lis
                              f"trained on, or encode the database with shc-encode and search it with --db")
     if len(paths) != len(labels):
         raise ValueError(f"{saved}: {len(paths)} paths for {len(labels)} database codes")
-    return [str(p) for p in paths]
+    from shc.train.recorded import absolute
+    return [absolute(str(p), working_dir) for p in paths]
 
 
 def file_database(codes_path, bits: int, fingerprint: str) -> Database:

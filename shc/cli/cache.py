@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--dataset", required=True, help="an image-file dataset (coco, stanford-cars-a, custom, ...)")
     build.add_argument("--data-root", "--data_root", dest="data_root", default=None, help="where its files are")
     build.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
-                       help="dataset option, repeatable (e.g. resize_size=256), as in shc-train")
+                       help="dataset option, repeatable (e.g. image_root=DIR), as in shc-train")
+    build.add_argument("--resize", type=int, default=None, metavar="PX", help="as in shc-train (default: 256)")
+    build.add_argument("--crop", type=int, default=None, metavar="PX", help="as in shc-train (default: 224)")
     build.add_argument("--workers", type=int, default=None, help="decoding threads (default: the cores)")
     build.add_argument("--skip-unreadable", action="store_true",
                        help="report unreadable images and succeed (default: they are an error)")
@@ -54,17 +56,20 @@ def run(args) -> None:
 
 
 def _build(args) -> None:
-    from shc.train.options import parse_data_options
+    from shc.train.options import image_size_options, parse_data_options
     from shc.data import load_dataset
     from shc.data.image_cache import human_size
-    from shc.data.registry import READS_FILES, canonical_name
+    from shc.data.registry import READS_FILES, canonical_name, loader_settings
 
     if canonical_name(args.dataset) not in READS_FILES:
         raise ValueError(f"{args.dataset} holds its images in memory already: there is nothing to cache")
-    if args.image_cache == "off":
+    settings, options = loader_settings({**parse_data_options(args.data_options),
+                                         **image_size_options(args.resize, args.crop)},
+                                        image_cache=args.image_cache, workers=args.workers,
+                                        skip_unreadable=args.skip_unreadable)
+    if settings["image_cache"] == "off":
         raise ValueError("--image-cache off: there is no cache to build")
-    ds = load_dataset(args.dataset, data_root=args.data_root, image_cache=args.image_cache, workers=args.workers,
-                      skip_unreadable=args.skip_unreadable, **parse_data_options(args.data_options))
+    ds = load_dataset(args.dataset, data_root=args.data_root, **settings, **options)
     store = ds.train.store
     print(f"{ds.name}: {len(store):,} images ({len(ds.skipped)} unreadable) in {store.path} "
           f"({human_size(store.nbytes)})")

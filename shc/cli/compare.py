@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shc.cli._errors import run_cli
+from shc.cli._errors import parse_args, run_cli
 
 EPILOG = """\
 every other option is shc-train's and applies to every run (see shc-train --help), e.g.
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args("shc-compare", build_parser, argv)
     return run_cli("shc-compare", compare, args,
                    interrupted="interrupted; rerun the same command (add --resume to continue the interrupted run)")
 
@@ -60,6 +60,8 @@ def compare(args) -> None:
 
     if args.nproc not in (None, 1):  # the grid's runs train one after another here
         raise ValueError("--nproc is not supported by shc-compare: each run of the grid trains in this process")
+    if args.config is not None:
+        raise ValueError("--config is not supported by shc-compare: give the grid's options as flags")
     if args.method or args.method_options:
         raise ValueError("shc-compare takes the grid's methods as --methods ENTRY ... (an entry with options: "
                          "LABEL=NAME:KEY=VALUE,...), not --method / --method-option")

@@ -4,7 +4,9 @@ Example:
     shc-encode --run runs/fashion-mnist --images photos/ more.png list.txt --out codes.npy [--packed]
 
 PATH: image files, directories (searched recursively) or list files (``path`` or ``path<TAB>label`` a line).
-Writes FILE.npy and FILE.json (bits, paths, labels, the run). Bad input: one line on stderr, exit 2.
+Writes FILE.npy, FILE.json (bits, paths, labels, the run) and, when every image has a label the run knows
+(a list file's label column, or the sub-directory an image is in), FILE_labels.npy: the labels as shc-eval reads
+them. Bad input: one line on stderr, exit 2.
 """
 from __future__ import annotations
 
@@ -64,11 +66,12 @@ def readable_images(paths, labels, resize_size: int, workers: int, progress: boo
 def run(args) -> None:
     from shc.retrieval import write_codes
     encoder, paths, labels, codes = encode_inputs(args)
-    write_codes(args.out, codes, paths=paths, labels=labels, packed=args.packed, run_dir=args.run,
-                fingerprint=encoder.config["fingerprint"])
+    label_file = write_codes(args.out, codes, paths=paths, labels=labels, packed=args.packed, run_dir=args.run,
+                             config=encoder.config)
     kind = "np.packbits bytes" if args.packed else "±1 int8"
+    ids = f"; label ids in {label_file} (for shc-eval)" if label_file else ""
     print(f"{len(paths)} images -> {args.out} ({codes.shape[1]} bits, {kind}); paths and labels in "
-          f"{os.path.splitext(args.out)[0]}.json")
+          f"{os.path.splitext(args.out)[0]}.json{ids}")
 
 
 def build_parser() -> argparse.ArgumentParser:

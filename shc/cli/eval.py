@@ -22,7 +22,7 @@ import time
 # CPU from the engine's threads. Set before numpy is imported; an explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from shc.cli._errors import check_output_path, run_cli  # noqa: E402
+from shc.cli._errors import check_output_path, parse_args, run_cli  # noqa: E402
 
 EPILOG = """files: .npy, .npz, .pt (loaded with weights_only=True), .mat, .txt, .csv; FILE.npz:KEY / FILE.mat:KEY pick
 an array. codes: ±1, {0,1}, bool, real-valued (sign) or np.packbits bytes with --bits. labels: class ids, one-hot or
@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-labels", required=True, metavar="FILE", help="query labels: ids, one-hot or multi-hot")
     p.add_argument("--db-labels", required=True, metavar="FILE", help="database labels")
     p.add_argument("--topk", nargs="+", default=["100", "1000", "all"], metavar="K",
-                   help="cut-offs for mAP@k: positive integers or 'all' (default: 100 1000 all)")
+                   help="cut-offs for mAP@k: positive integers or 'all', space- or comma-separated (default: 100 "
+                        "1000 all)")
     p.add_argument("--ties", default="index", choices=TIES,
                    help="order inside equal distances (default: index = stable by database index)")
     p.add_argument("--radius", type=int, default=2, help="Hamming radius for P@H<=r and R@H<=r (default: 2)")
-    p.add_argument("--bits", type=int, default=None, help="code length; required for np.packbits uint8 codes")
+    p.add_argument("--bits", type=int, default=None,
+                   help="code length; required for np.packbits uint8 codes (shc-encode --packed codes: read from "
+                        "their .json sidecar)")
     p.add_argument("--pr-curve", metavar="PNG", help="write the PR curves (by radius and by rank) to this PNG "
                    "(one pair of codes)")
     p.add_argument("--pr-plot", metavar="FILE", help="write every method's PR curve by rank (Hamming ranking) to "
@@ -165,6 +168,7 @@ def write_comparison(args, reports: dict) -> None:
 
 
 def run(args) -> dict:
+    from shc.cli._args import list_values
     from shc.codes import engine_threads
     from shc.io import load_array
     from shc.metrics import evaluate
@@ -179,8 +183,9 @@ def run(args) -> dict:
     for label, query_spec, db_spec, inputs in entries:
         try:
             codes = [load_array(spec, mmap=True) for spec in (query_spec, db_spec)]
+            bits = args.bits if args.bits is not None else _bits_from_sidecars(query_spec, db_spec)
             reports[label] = evaluate(codes[0], codes[1], labels["query_labels"], labels["db_labels"],
-                                      topk=args.topk, ties=args.ties, threads=args.threads, bits=args.bits,
+                                      topk=list_values(args.topk), ties=args.ties, threads=args.threads, bits=bits,
                                       radius=args.radius)
         except (ValueError, TypeError) as exc:
             message = _naming_the_file(str(exc), inputs)
@@ -207,11 +212,20 @@ def run(args) -> dict:
     return result
 
 
+def _bits_from_sidecars(*codes_files: str) -> int | None:
+    """The code length of shc-encode --packed codes, from their FILE.json sidecars."""
+    from shc.retrieval import packed_bits
+    found = {packed_bits(path) for path in codes_files} - {None}
+    if len(found) > 1:
+        raise ValueError(f"packed codes of different lengths ({' and '.join(map(str, sorted(found)))} bits): "
+                         f"{' and '.join(codes_files)}")
+    return found.pop() if found else None
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args("shc-eval", build_parser, argv)
     if args.radius < 0:
-        parser.error(f"--radius must be non-negative, got {args.radius}")
+        build_parser().error(f"--radius must be non-negative, got {args.radius}")
     return run_cli("shc-eval", run, args)
 
 

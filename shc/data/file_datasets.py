@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
 
 from shc.data.base import DataRootError, HashingDataset, ImageReadError
 from shc.data.decode import unreadable_images
@@ -59,6 +61,7 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
         for s in order:
             check_files_exist(lists[s].paths, sources[s])
     images = list(dict.fromkeys(p for s in order for p in lists[s].paths))  # train and database may share
+    warn_if_upscaled(name, lists["train"].paths, resize_size)
     store = None
     if image_cache != "off":
         store = open_or_build(images, resize_size, image_cache, workers=workers, progress=progress)
@@ -84,6 +87,30 @@ def load_image_dataset(name: str, data_root: str | None, *, multi_label: bool | 
     return HashingDataset(name, num_classes=num_classes, multi_label=is_multi, channels=3, image_size=crop_size,
                           train=train, query=query, database=database, class_names=class_names,
                           skipped=tuple(unreadable))
+
+
+UPSCALE_SAMPLE = 200  # training images whose headers are read to see how much they are enlarged
+
+
+def warn_if_upscaled(name: str, paths: list[str], resize_size: int) -> None:
+    """A note on stderr when most images (a sample of them) are enlarged more than 2x by the resize: that costs
+    time and cache space (a 28 px image resized to 256: ~80x the pixels) and adds no detail."""
+    from shc.data.decode import image_size
+
+    sample = paths[::max(1, len(paths) // UPSCALE_SAMPLE)][:UPSCALE_SAMPLE]
+    shorter = []
+    for path in sample:
+        try:
+            shorter.append(min(image_size(path)))
+        except ImageReadError:
+            continue  # reported with the others by the cache build or skip_unreadable
+    small = [s for s in shorter if 2 * s < resize_size]
+    if 2 * len(small) > len(shorter):
+        typical = int(np.median(shorter))
+        print(f"shc: note: {name}: {len(small)} of {len(shorter)} sampled training images are upscaled more than 2x "
+              f"(shorter side {typical} px typically, resized to {resize_size}): this costs time and cache space "
+              f"and adds no detail; consider --resize {typical} --crop {max(1, round(typical * 224 / 256))} "
+              f"(resize_size/crop_size)", file=sys.stderr)
 
 
 def _check_sizes(name: str, resize_size, crop_size) -> None:

@@ -71,6 +71,21 @@ def load_dataset(name: str, data_root: str | None = None, seed: int = 0, *, imag
     return DATASETS[canonical](data_root=data_root, seed=seed, **options)
 
 
+def loader_settings(options: dict, **given) -> tuple[dict, dict]:
+    """Dataset ``options`` split into (loader settings, the dataset's own options): LOADER_OPTIONS keys in
+    ``options`` (``--data-option workers=1``) are the same settings as load_dataset's keyword arguments, ``given``
+    here; one given both ways with two values is a ValueError."""
+    import inspect
+    defaults = {k: p.default for k, p in inspect.signature(load_dataset).parameters.items() if k in LOADER_OPTIONS}
+    settings = {**defaults, **given}
+    for key, value in options.items():
+        if key in LOADER_OPTIONS:
+            if settings[key] not in (defaults[key], value):
+                raise ValueError(f"{key} is given twice, as {settings[key]!r} and as data option {key}={value!r}")
+            settings[key] = value
+    return settings, {k: v for k, v in options.items() if k not in LOADER_OPTIONS}
+
+
 def data_root_candidates(name: str, data_root: str | None, defaults: tuple[str, ...] = ()) -> list[str]:
     """Where to look for a dataset: ``data_root`` if given, else ``defaults`` then ``$SHC_DATA_ROOT/<name>``."""
     if data_root is not None:

@@ -67,14 +67,23 @@ def current_umask() -> int:
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and parents) and check a file can be written in it, before any work is done for it:
-    OSError naming the directory otherwise."""
+    """Check, before any work is done for it, that files can be written in ``path``: OSError naming the directory
+    otherwise. A missing ``path`` is not created here (a run stopped by a later argument check leaves no empty
+    directory behind): its nearest existing parent must be a writable directory, and the first artifact written
+    creates it."""
     path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        if existing == path:  # a real write, as permissions alone do not tell (read-only mounts, ACLs)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{existing} is not writable")
     except OSError as exc:
         raise OSError(f"output directory {str(path)!r} cannot be written: {exc.strerror or exc}") from None
     return path

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from shc.train.artifacts import load_checkpoint, save_checkpoint
 from shc.train.dist import Dist
-from shc.progress import show_progress
+from shc.progress import StageClock, show_progress
 
 
 @dataclass
@@ -120,6 +120,7 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
                               drop_last=drop_last)
     net = compile_model(dist.data_parallel(model), opts.compile)  # after the resume load: DDP starts from rank 0
     show = opts.progress and dist.is_main
+    clock = StageClock(name, opts.epochs, start, steps, say if show else (lambda *_: None))
     for epoch in show_progress(range(start, opts.epochs), total=opts.epochs, desc=name, unit="epoch",
                                enabled=show, initial=start):
         t0 = time.perf_counter()
@@ -132,14 +133,15 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
         batches = split.batches(local_batch, train=True, device=opts.device, seed=opts.seed, epoch=epoch,
                                 rank=dist.rank, world_size=dist.world_size, workers=opts.workers,
                                 drop_last=drop_last)
-        for images, labels, indices in show_progress(batches, total=steps, desc=f"epoch {epoch + 1}",
-                                                     enabled=show):
+        for images, labels, indices in show_progress(batches, total=steps,
+                                                     desc=f"{name} epoch {epoch + 1}/{opts.epochs}", enabled=show):
             loss = loss_fn(forward(net, images), labels, indices)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(labels)  # no host sync per step
             seen += len(labels)
+            clock.batch_done()
         scheduler.step()
         loss_total, seen_total = dist.sum(np.array([float(loss_sum), seen], dtype=np.float64)).tolist()
         record = {"epoch": epoch + 1, "loss": loss_total / max(seen_total, 1.0), "lr": lr,
@@ -156,7 +158,7 @@ def train_epochs(model: torch.nn.Module, split, loss_fn: Callable, opts: LoopOpt
                                               "epoch": epoch + 1, "epochs": opts.epochs,
                                               **({"method_state": method.state_dict()} if method else {})}, fp)
             summary = " ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k != "epoch")
-            say(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}")
+            say(f"{name} epoch {epoch + 1}/{opts.epochs}: {summary}{clock.epoch_done(epoch + 1)}")
         if callback is not None:
             callback(name, record)
     return history

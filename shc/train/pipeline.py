@@ -27,6 +27,7 @@ from shc.train.artifacts import (array_digest, atomic_write, ensure_writable_dir
                                  save_array_artifact, write_array, write_json)
 from shc.train.dist import Dist
 from shc.train.evaluation import Evaluator, best_on_query
+from shc.train.history import EpochLog
 from shc.train.launch import DEFAULT_TIMEOUT_S, default_threads, process_group
 from shc.train.loop import LoopOptions, checkpoint_state, prepare_model, say
 
@@ -81,6 +82,7 @@ class TrainConfig:
     progress: bool = True
     compile: str = "off"                     # torch.compile mode of the training step (shc.train.loop.COMPILE_MODES)
     dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds before a collective waiting on a lost worker fails
+    tensorboard: bool = False                # also write TensorBoard event files (needs the tensorboard package)
 
     def resolved(self) -> "TrainConfig":
         """A copy with presets filled in and every option checked (ValueError on bad input)."""
@@ -91,10 +93,22 @@ class TrainConfig:
             name = self.dataset  # load_dataset reports it with the list of choices
         preset = PRESETS.get(name, PRESETS["paper"])
         cfg = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+        cfg = _loader_options_as_fields(cfg)
         cfg.topk = normalize_topk(cfg.topk)
         cfg.method, cfg.centers, cfg.method_options = resolve_method(cfg)
         _check_config(cfg)
         return cfg
+
+
+def _loader_options_as_fields(cfg: TrainConfig) -> TrainConfig:
+    """``data_options`` that are the loader's own fields (workers, skip_unreadable, image_cache, progress) moved
+    into them: one setting, given either way (two different values: ValueError)."""
+    from shc.data.registry import LOADER_OPTIONS, loader_settings
+
+    if not isinstance(cfg.data_options, dict):
+        raise ValueError(f"data_options must be a dict, got {type(cfg.data_options).__name__}")
+    settings, rest = loader_settings(cfg.data_options, **{k: getattr(cfg, k) for k in LOADER_OPTIONS})
+    return dataclasses.replace(cfg, data_options=rest, **settings)
 
 
 def resolve_method(cfg: TrainConfig) -> tuple[str, str | None, dict]:
@@ -182,6 +196,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"workers must be an integer >= 0, got {cfg.workers!r}")
     if cfg.pretrained and not os.path.isfile(cfg.pretrained):
         raise ValueError(f"pretrained weights file not found: {cfg.pretrained}")
+    if cfg.tensorboard:
+        from shc.train.history import check_tensorboard
+        check_tensorboard()
     resolve_device(cfg.device)
 
 
@@ -239,9 +256,11 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     seconds: dict[str, float] = {}
     with _timed(seconds, "data"):
         dataset = _load_data(cfg, dist)
-    job = _Job(cfg, dist, device, dataset, callback)
+    epoch_log = EpochLog(out, tensorboard=cfg.tensorboard) if dist.is_main else None  # history.csv as it goes
+    job = _Job(cfg, dist, device, dataset, _callbacks(epoch_log and epoch_log.log, callback))
     job.log(f"data: {job.dataset!r}")
     method = get_method(cfg.method)
+    job.log(settings_line(cfg, dataset, device, stage1=method.uses_similarity))
     with _timed(seconds, "stage1"):
         similarity, stage1_info = stage1_similarity(job) if method.uses_similarity else (None, {})
     with _timed(seconds, "stage2"):
@@ -265,12 +284,31 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         "stage1": {k: v for k, v in stage1_info.items() if k != "fingerprint"},
         "center_report": center_info, "seconds": seconds, "history": history,
         "fingerprints": {"stage2": fp2, "stage3": fp3},
-        "config": dataclasses.asdict(cfg),
+        "config": dataclasses.asdict(cfg), "working_dir": os.getcwd(),  # what the config's relative paths mean
     }
     write_outputs(job, metrics, codes, final["pr_curves"])
+    epoch_log.finish({"stage1": metrics["stage1"].get("history", []), "stage3": history})
     job.log(f"final ({cfg.method}, {cfg.bits} bits): " + " ".join(
         f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
     return metrics
+
+
+def settings_line(cfg: TrainConfig, dataset, device: torch.device, *, stage1: bool) -> str:
+    """What the run will do, in one line at its start: what takes the time, and the flags that change it."""
+    classifier = f"stage 1 {cfg.classify_epochs} epochs (--classify_epoch), " if stage1 else ""
+    size = dataset.image_size
+    resize = getattr(dataset.train, "resize_size", None)
+    resized = f" (resized to {resize}, --resize/--crop)" if resize else ""
+    return (f"settings: {cfg.backbone} backbone (--backbone), {size}x{size} input{resized}, {classifier}stage 3 "
+            f"{cfg.epochs} epochs (--epoch), batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.bits} bits, method "
+            f"{cfg.method}, on {device}"
+            + (f" with {torch.get_num_threads()} thread(s)" if device.type == "cpu" else ""))
+
+
+def _callbacks(*callbacks):
+    """One per-epoch callback calling each of ``callbacks`` that is not None."""
+    chosen = [c for c in callbacks if c is not None]
+    return (lambda stage, record: [c(stage, record) for c in chosen]) if chosen else None
 
 
 @contextlib.contextmanager
@@ -475,7 +513,7 @@ def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> No
     write_array(out / "codes" / "db_labels.npy", dataset.database.labels)
     for name, split in (("query", dataset.query), ("db", dataset.database)):
         if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
-            write_json(out / "codes" / f"{name}_paths.json", [str(p) for p in split.paths])
+            write_json(out / "codes" / f"{name}_paths.json", [os.path.abspath(p) for p in split.paths])
         elif getattr(split, "source_index", None) is not None:  # in-memory sets: rows of the source arrays
             write_array(out / "codes" / f"{name}_index.npy", split.source_index)
     write_json(out / "metrics.json", metrics)
