@@ -56,6 +56,11 @@ class Method:
         self.ctx = ctx
         self.opts = resolve_options(type(self), options or {})
 
+    @property
+    def lr_scale(self) -> float:
+        """The method's learning rate relative to the run's (--lr): its ``lr_scale`` option where it has one."""
+        return float(self.opts.get("lr_scale", 1.0))
+
     # ---------------------------------------------------------------- what subclasses provide
     @classmethod
     def check_options(cls, opts: dict) -> None:

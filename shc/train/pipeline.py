@@ -394,10 +394,11 @@ class _Job:
                             centers=centers, device=self.device, dist=self.dist)
         return create_method(cfg.method, ctx, cfg.method_options)
 
-    def loop_options(self, epochs: int) -> LoopOptions:
+    def loop_options(self, epochs: int, lr_scale: float = 1.0) -> LoopOptions:
+        """The epoch loop's settings; ``lr_scale``: the method's learning rate relative to the run's."""
         cfg = self.cfg
-        return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
+        return LoopOptions(epochs=epochs, lr=cfg.lr * lr_scale, batch_size=cfg.batch_size,
+                           weight_decay=cfg.weight_decay, final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
                            progress=cfg.progress, compile=cfg.compile)
 
 
@@ -490,8 +491,8 @@ def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, li
     history, done_before = _train_or_reuse(
         hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3", "hashing network",
         lambda resume_state: stage3.train_hashnet(
-            hashnet, dataset, method, job.loop_options(cfg.epochs), name="stage3", checkpoint_path=ckpt,
-            fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
+            hashnet, dataset, method, job.loop_options(cfg.epochs, method.lr_scale), name="stage3",
+            checkpoint_path=ckpt, fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
     if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
         from shc.inference import save_model_config
         save_model_config(job.out, dataset, cfg, fp3)
