@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--centers", default=None, choices=CENTER_METHODS,
                    help="the centre methods' older flag: --centers X is --method X")
     p.add_argument("--backbone", default=None,
-                   help="compact, resnet18, resnet34 or resnet50 (default: per dataset)")
+                   help="compact, resnet18, resnet34, resnet50 or vit_b_32 (3x224x224 images only) (default: per "
+                        "dataset)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
                    help="local ImageNet weights for a resnet (default: torchvision's cache if present)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, both stages (default: per dataset)")

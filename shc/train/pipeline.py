@@ -352,13 +352,15 @@ def _retire_outputs(out: Path) -> None:
 
 
 def _load_data(cfg: TrainConfig, dist: Dist):
-    """The dataset, checked against --num_classes and against the code length (rank 0 shows the image cache's
-    progress)."""
+    """The dataset, checked against --num_classes, the backbone's input and the code length (rank 0 shows the
+    image cache's progress)."""
     from shc.data import load_dataset
+    from shc.models import check_backbone_input
 
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, image_cache=cfg.image_cache,
                            workers=cfg.workers, skip_unreadable=cfg.skip_unreadable,
                            progress=cfg.progress and dist.is_main, **cfg.data_options)
+    check_backbone_input(cfg.backbone, dataset.channels, dataset.image_size)
     if cfg.num_classes is not None and cfg.num_classes != dataset.num_classes:
         raise ValueError(f"--num_classes {cfg.num_classes} does not match {dataset.name}, "
                          f"which has {dataset.num_classes} classes")
@@ -387,7 +389,7 @@ class _Job:
                         "content": dataset.content_id,  # the images themselves, wherever they are read from
                         "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
                         **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
-        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet")
+        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone != "compact"
                                      else None)
         self.model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
                          "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
@@ -396,13 +398,15 @@ class _Job:
               feature_map: bool = False) -> torch.nn.Module:
         """``make_model(backbone)`` on a fresh backbone, on the device, with the same initialisation whatever
         ran before."""
-        from shc.models import create_backbone
+        from shc.models import create_backbone, materialize
 
         torch.manual_seed(self.cfg.seed)
-        backbone = create_backbone(self.cfg.backbone, in_channels=self.dataset.channels,
-                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained,
+        data = self.dataset
+        backbone = create_backbone(self.cfg.backbone, in_channels=data.channels,
+                                   small_input=data.image_size <= 64, pretrained=self.cfg.pretrained,
                                    feature_map=feature_map)
-        return prepare_model(make_model(backbone), self.device)
+        model = materialize(make_model(backbone), (data.channels, data.image_size, data.image_size))
+        return prepare_model(model, self.device)
 
     def method(self, centers: np.ndarray | None):
         """The run's training method (shc.methods) for this data, device and ranks."""
@@ -416,10 +420,11 @@ class _Job:
                             centers=centers, device=self.device, dist=self.dist)
         return create_method(cfg.method, ctx, cfg.method_options)
 
-    def loop_options(self, epochs: int) -> LoopOptions:
+    def loop_options(self, epochs: int, lr_scale: float = 1.0) -> LoopOptions:
+        """The epoch loop's settings; ``lr_scale``: the method's learning rate relative to the run's."""
         cfg = self.cfg
-        return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
+        return LoopOptions(epochs=epochs, lr=cfg.lr * lr_scale, batch_size=cfg.batch_size,
+                           weight_decay=cfg.weight_decay, final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
                            progress=cfg.progress, compile=cfg.compile)
 
 
@@ -514,8 +519,8 @@ def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, li
     history, done_before = _train_or_reuse(
         hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3", "hashing network",
         lambda resume_state: stage3.train_hashnet(
-            hashnet, dataset, method, job.loop_options(cfg.epochs), name="stage3", checkpoint_path=ckpt,
-            fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
+            hashnet, dataset, method, job.loop_options(cfg.epochs, method.lr_scale), name="stage3",
+            checkpoint_path=ckpt, fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
     if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
         from shc.inference import save_model_config
         save_model_config(job.out, dataset, cfg, fp3)
