@@ -220,10 +220,15 @@ def _identity(cfg_dict: dict) -> dict:
 
 
 def finished_metrics(run_dir: Path, cfg) -> dict | None:
-    """The metrics.json in run_dir if it is complete and was made with this configuration, else None."""
+    """The metrics.json in run_dir if the run is complete (its manifest vouches for metrics.json and codes/) and
+    was made with this configuration, else None (the cell is trained again)."""
+    from shc.integrity import read_manifest, verified_bytes
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(run_dir)
+        metrics = json.loads(verified_bytes(run_dir, "metrics.json", manifest))
+        for name in ("query_codes", "db_codes", "query_labels", "db_labels"):
+            verified_bytes(run_dir, f"codes/{name}.npy", manifest)
+    except ValueError:
         return None
     return metrics if _identity(metrics.get("config", {})) == _identity(dataclasses.asdict(cfg)) else None
 
