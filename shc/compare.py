@@ -274,17 +274,17 @@ def parse_external(name: str, query: str, db: str, seeds: list[int]) -> External
 
 
 def check_externals(externals: list[External], cells: list[Cell]) -> None:
-    """One-line ValueError for a label that clashes with a grid method or another external entry of the same seed,
-    or codes of a length no grid cell has."""
+    """One-line ValueError for a label that clashes with a grid method or another external entry of the same seed
+    and length, or codes of a length no grid cell has."""
     methods = {c.label for c in cells}
     grid_bits = sorted({c.bits for c in cells})
     seen = set()
     for e in externals:
         if e.label in methods:
             raise ValueError(f"--external {e.label}: the label clashes with a method of the grid; choose another name")
-        if (e.label, e.seed) in seen:
-            raise ValueError(f"--external {e.label}: given twice for seed {e.seed}")
-        seen.add((e.label, e.seed))
+        if (e.label, e.seed, e.bits) in seen:  # one label may hold codes of several lengths
+            raise ValueError(f"--external {e.label}: given twice for seed {e.seed} at {e.bits} bits")
+        seen.add((e.label, e.seed, e.bits))
         if e.bits not in grid_bits:
             raise ValueError(f"--external {e.label}: codes of {e.bits} bits, but no grid cell has that length "
                              f"(--bits {' '.join(map(str, grid_bits))})")
