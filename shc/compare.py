@@ -220,10 +220,15 @@ def _identity(cfg_dict: dict) -> dict:
 
 
 def finished_metrics(run_dir: Path, cfg) -> dict | None:
-    """The metrics.json in run_dir if it is complete and was made with this configuration, else None."""
+    """The metrics.json in run_dir if the run is complete (its manifest vouches for metrics.json and codes/) and
+    was made with this configuration, else None (the cell is trained again)."""
+    from shc.integrity import read_manifest, verified_bytes
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(run_dir)
+        metrics = json.loads(verified_bytes(run_dir, "metrics.json", manifest))
+        for name in ("query_codes", "db_codes", "query_labels", "db_labels"):
+            verified_bytes(run_dir, f"codes/{name}.npy", manifest)
+    except ValueError:
         return None
     return metrics if _identity(metrics.get("config", {})) == _identity(dataclasses.asdict(cfg)) else None
 
@@ -269,17 +274,17 @@ def parse_external(name: str, query: str, db: str, seeds: list[int]) -> External
 
 
 def check_externals(externals: list[External], cells: list[Cell]) -> None:
-    """One-line ValueError for a label that clashes with a grid method or another external entry of the same seed,
-    or codes of a length no grid cell has."""
+    """One-line ValueError for a label that clashes with a grid method or another external entry of the same seed
+    and length, or codes of a length no grid cell has."""
     methods = {c.label for c in cells}
     grid_bits = sorted({c.bits for c in cells})
     seen = set()
     for e in externals:
         if e.label in methods:
             raise ValueError(f"--external {e.label}: the label clashes with a method of the grid; choose another name")
-        if (e.label, e.seed) in seen:
-            raise ValueError(f"--external {e.label}: given twice for seed {e.seed}")
-        seen.add((e.label, e.seed))
+        if (e.label, e.seed, e.bits) in seen:  # one label may hold codes of several lengths
+            raise ValueError(f"--external {e.label}: given twice for seed {e.seed} at {e.bits} bits")
+        seen.add((e.label, e.seed, e.bits))
         if e.bits not in grid_bits:
             raise ValueError(f"--external {e.label}: codes of {e.bits} bits, but no grid cell has that length "
                              f"(--bits {' '.join(map(str, grid_bits))})")

@@ -9,6 +9,7 @@ gets bit-identical codes here.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -67,11 +68,11 @@ def _normalisation(split) -> tuple[list[float], list[float]]:
 
 def read_model_config(run_dir) -> dict:
     """The run's hashnet.json; ValueError saying what is wrong with a directory that is not a usable run."""
+    from shc.integrity import finish_hint
     run = Path(run_dir)
     if not run.is_dir():
         raise ValueError(f"{run}: no such run directory")
-    finish = (f"finish it by rerunning its shc-train command (the same options and --out {run}) with --resume, "
-              f"which reuses every finished stage")
+    finish = finish_hint(run)
     if not (run / WEIGHTS_FILE).is_file():
         if any((run / name).is_file() for name in ("centers.npy", "similarity.npy", "checkpoints/classifier.pt")):
             raise ValueError(f"{run}: the run's training is unfinished (stage 3 has not started, no "
@@ -281,14 +282,19 @@ class Encoder:
 
 def load_run(run_dir, *, device: str = "auto") -> Encoder:
     """The trained hashing network of ``run_dir`` (an ``shc-train --out`` directory) as an :class:`Encoder`
-    on ``device`` (auto, cpu, cuda, cuda:N)."""
+    on ``device`` (auto, cpu, cuda, cuda:N). The weights and their description must be the files the run's
+    manifest lists (ValueError naming the file otherwise: see shc.integrity)."""
+    from shc.integrity import read_manifest, verified_bytes
     from shc.train.loop import prepare_model
     from shc.train.pipeline import resolve_device
 
     config = read_model_config(run_dir)
     run = Path(run_dir)
+    manifest = read_manifest(run)
+    verified_bytes(run, CONFIG_FILE.as_posix(), manifest, model=config["fingerprint"])
+    weights = verified_bytes(run, WEIGHTS_FILE.as_posix(), manifest)
     try:
-        state = torch.load(run / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file
         raise ValueError(f"{run / WEIGHTS_FILE}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("fingerprint") != config["fingerprint"]:

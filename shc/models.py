@@ -1,7 +1,8 @@
 """Backbones, the hashing network and the stage-1 classifier.
 
 A small timm-style registry: ``create_backbone(name, in_channels=..., small_input=..., pretrained=...)``
-returns a module mapping images to a flat feature vector and carrying ``num_features``.
+returns a module mapping images to a flat feature vector and carrying ``num_features`` (``feature_map=True``: the
+last spatial map (B, C, H, W), or for the ViT its tokens (B, P + 1, D)).
 Heads are plain modules on top: ``HashNet(backbone, bits)`` and ``Classifier(backbone, num_classes)``.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 
 __all__ = ["BACKBONES", "register_backbone", "create_backbone", "list_backbones", "CompactCNN",
-           "HashNet", "Classifier", "find_pretrained_weights"]
+           "HashNet", "Classifier", "find_pretrained_weights", "check_backbone_input",
+           "materialize"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -112,9 +114,9 @@ class _ResNetFeatures(nn.Module):
         return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
-def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str | None) -> nn.Module:
-    import torchvision
-    net = getattr(torchvision.models, arch)(weights=None)
+def _load_pretrained(net: nn.Module, arch: str, pretrained: str | None, head: str) -> str | None:
+    """Load ``pretrained`` (or torchvision's cached ImageNet file for ``arch``) into ``net``, all but its
+    classifier (keys starting with ``head``); warn once per arch when there is none. Returns the file used."""
     path = pretrained or find_pretrained_weights(arch)
     if pretrained and not os.path.isfile(pretrained):
         raise ValueError(f"pretrained weights file not found: {pretrained}")
@@ -124,15 +126,22 @@ def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str |
         except Exception as exc:  # a corrupt or foreign file: say which one
             raise ValueError(f"cannot read pretrained weights {path}: {exc}") from exc
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
         missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+        if unexpected or [k for k in missing if not k.startswith(head)]:
             raise ValueError(f"{path} does not hold {arch} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     elif arch not in _warned_no_weights:
         _warned_no_weights.add(arch)
         warnings.warn(f"no ImageNet weights for {arch} (pass --pretrained PATH or put "
                       f"{arch} weights in {torch.hub.get_dir()}/checkpoints); training from scratch",
-                      stacklevel=3)
+                      stacklevel=4)
+    return path
+
+
+def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str | None) -> nn.Module:
+    import torchvision
+    net = getattr(torchvision.models, arch)(weights=None)
+    path = _load_pretrained(net, arch, pretrained, head="fc.")
     conv1 = net.conv1
     if small_input or in_channels != 3:
         # 28–32 px inputs: a 3×3 stride-1 stem and no max-pool keep the 4 stages' spatial resolution useful.
@@ -150,6 +159,48 @@ def _resnet(arch: str, *, in_channels: int, small_input: bool, pretrained: str |
 
 for _arch in ("resnet18", "resnet34", "resnet50"):
     register_backbone(_arch)(lambda *, _a=_arch, **kw: _resnet(_a, **kw))
+
+
+# --------------------------------------------------------------------------------------------- ViT
+VIT_INPUT = (3, 224)  # channels, height = width: torchvision's ViT-B/32 takes nothing else
+
+
+def check_backbone_input(name: str, channels: int, height: int, width: int | None = None) -> None:
+    """ValueError when backbone ``name`` cannot take ``channels`` × ``height`` × ``width`` images (width: height)."""
+    width = height if width is None else width
+    if name == "vit_b_32" and (channels, height, width) != (VIT_INPUT[0], VIT_INPUT[1], VIT_INPUT[1]):
+        raise ValueError(f"the vit_b_32 backbone takes 3x224x224 colour images only, got {channels}x{height}x{width} "
+                         f"(pick compact or a resnet, or image files at crop_size=224)")
+
+
+class _ViTFeatures(nn.Module):
+    """torchvision's ViT-B/32 without its classifier: the class token's embedding (768 features), or as a feature
+    map all P + 1 = 50 tokens (B, 50, 768), class token first."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.num_features = self.map_channels = net.hidden_dim
+        self.feature_map = False
+        net.heads = nn.Identity()
+
+    def forward(self, x):
+        check_backbone_input("vit_b_32", *x.shape[1:])
+        n = self.net
+        patches = n._process_input(x)
+        tokens = n.encoder(torch.cat([n.class_token.expand(len(x), -1, -1), patches], dim=1))
+        return tokens if self.feature_map else tokens[:, 0]
+
+
+@register_backbone("vit_b_32")
+def vit_b_32(*, in_channels: int = 3, small_input: bool = False, pretrained: str | None = None) -> nn.Module:
+    import torchvision
+    if in_channels != VIT_INPUT[0] or small_input:
+        raise ValueError("the vit_b_32 backbone takes 3x224x224 colour images only (pick compact or a resnet for "
+                         "small or grey images)")
+    net = torchvision.models.vit_b_32(weights=None)
+    _load_pretrained(net, "vit_b_32", pretrained, head="heads.")
+    return _ViTFeatures(net)
 
 
 # --------------------------------------------------------------------------------------------- heads
@@ -184,3 +235,19 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.backbone(x))
+
+
+def materialize(model: nn.Module, input_shape: tuple[int, int, int]) -> nn.Module:
+    """``model`` with its lazy layers sized (a head whose input size follows from the image size: VTDH's) by one
+    dry forward of a zero batch of ``input_shape`` (C, H, W) images in eval mode, so that the optimiser, DDP and
+    torch.compile see every parameter; deterministic (the layers initialise here, at build time). A head that
+    cannot use the backbone's output raises its ValueError here, before any training."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    if not any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for m in model.modules()):
+        return model
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, *input_shape))
+    return model.train(training)

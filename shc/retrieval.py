@@ -7,6 +7,7 @@ directory, the sub-directory it is in, given as a class name or class id); relev
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -111,23 +112,37 @@ def labels_path(codes_path) -> Path:
 def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packed: bool, run_dir,
                 config: dict) -> Path | None:
     """``out`` (.npy): ±1 int8 codes, or ``np.packbits(codes > 0, axis=1)`` bytes; ``out``'s .json sidecar:
-    bits, format, paths, labels and the run (``config``: its hashnet.json) that made them; and, when every image
-    has a label the run knows, FILE_labels.npy (class ids or multi-hot rows, as the run's codes/ labels),
-    whose path is returned (None when not written)."""
-    from shc.train.artifacts import write_array, write_json
+    bits, format, paths, labels, the run (``config``: its hashnet.json) that made them and the sha256 of the codes
+    file; and, when every image has a label the run knows, FILE_labels.npy (class ids or multi-hot rows, as the
+    run's codes/ labels; its sha256 in the sidecar too), whose path is returned (None when not written). The sidecar
+    goes first: a write that fails after it (a full disk) leaves a sidecar naming other codes, which readers
+    refuse, never new codes beside the old paths."""
+    from shc.integrity import bytes_digest
+    from shc.train.artifacts import atomic_write, write_json
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
     dataset = config["dataset"]
     ids = label_array(labels, dataset.get("class_names"), int(dataset["num_classes"]), bool(dataset["multi_label"]))
-    write_array(out, np.packbits(codes > 0, axis=1) if packed else codes)
+    files = {out: npy_bytes(np.packbits(codes > 0, axis=1) if packed else codes)}
     if ids is not None:
-        write_array(labels_path(out), ids)
+        files[labels_path(out)] = npy_bytes(ids)
     write_json(sidecar_path(out), {"format": SIDECAR_FORMAT, "bits": int(codes.shape[1]), "packed": packed,
                                    "count": len(codes), "paths": [str(p) for p in paths], "labels": labels,
                                    "labels_file": None if ids is None else labels_path(out).name,
-                                   "run": str(Path(run_dir).resolve()), "fingerprint": config["fingerprint"]})
+                                   "run": str(Path(run_dir).resolve()), "fingerprint": config["fingerprint"],
+                                   "sha256": bytes_digest(files[out]),
+                                   "labels_sha256": None if ids is None else bytes_digest(files[labels_path(out)])})
+    for path, data in files.items():
+        atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
     return None if ids is None else labels_path(out)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def label_array(labels: list, class_names, num_classes: int, multi_label: bool) -> np.ndarray | None:
@@ -232,53 +247,33 @@ def run_split_images(run_dir, config: dict, which: str, count: int | None = None
 
 
 def run_database(run_dir, config: dict, data_root: str | None = None) -> Database:
-    """The run's saved database codes (codes/db_codes.npy) and labels; ``data_root``: where the user says its
-    dataset is (for thumbnails of in-memory datasets and runs from before codes/db_paths.json)."""
-    codes_dir = Path(run_dir) / "codes"
-    try:
-        codes = np.load(codes_dir / "db_codes.npy", allow_pickle=False)
-        labels = np.load(codes_dir / "db_labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{run_dir}: cannot read the run's database codes ({exc})") from None
-    if codes.ndim != 2 or len(labels) != len(codes):
-        raise ValueError(f"{codes_dir}: db_labels.npy holds {len(labels)} labels for the {len(codes)} codes of "
-                         f"db_codes.npy {codes.shape} (files from two runs?); rerun the run's shc-train command")
-    class_names = config["dataset"].get("class_names")
-    dataset = {**config["dataset"], "image_files": config["preprocessing"]["image_files"]}
-    paths = (run_database_paths(run_dir, dataset, labels, config.get("working_dir"), data_root)
-             if dataset["image_files"] else None)
-    return Database(codes, str(codes_dir / "db_codes.npy"), labels_of_array(labels, class_names), paths,
-                    dataset_config=dataset, data_root=data_root)
-
-
-def run_database_paths(run_dir, dataset_config: dict, labels: np.ndarray, working_dir: str | None = None,
-                       data_root: str | None = None) -> list[str]:
-    """The image paths of the run's database codes: codes/db_paths.json, written with the codes (relative paths
-    of older runs: relative to ``working_dir``, where the run was trained); runs from before it reload the lists
-    from ``data_root`` (the user's, see :func:`run_split`), which must still match the saved labels, or results
-    would show other images."""
-    saved = Path(run_dir) / "codes" / "db_paths.json"
-    if saved.is_file():
-        try:
-            paths = json.loads(saved.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{saved}: cannot read ({exc})") from None
-    else:
-        split = run_split(dataset_config, "database", data_root)
-        paths = split.paths
-        if len(paths) != len(labels) or not np.array_equal(split.labels, labels):
-            raise ValueError(f"{run_dir}: the dataset's database list is not the one the run encoded "
-                             f"({len(paths)} images listed now, {len(labels)} codes saved; or their labels "
-                             f"differ), so its codes cannot be matched to images: restore the lists it was "
-                             f"trained on, or encode the database with shc-encode and search it with --db")
-    if len(paths) != len(labels):
-        raise ValueError(f"{saved}: {len(paths)} paths for {len(labels)} database codes")
+    """The run's saved database codes (codes/db_codes.npy), labels and, for image files, paths: the files the
+    run's manifest lists for the model of ``config`` (ValueError naming the file otherwise). ``data_root``: where
+    the user says the run's dataset is (thumbnails of in-memory datasets, see :func:`run_split`)."""
+    from shc.integrity import read_manifest, verified_bytes
     from shc.train.recorded import absolute
-    return [absolute(str(p), working_dir) for p in paths]
+    manifest = read_manifest(run_dir)
+
+    def read(name):
+        data = verified_bytes(run_dir, f"codes/{name}", manifest, model=config["fingerprint"])
+        try:
+            return json.loads(data) if name.endswith(".json") else np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{run_dir}: cannot read codes/{name} ({exc})") from None
+
+    codes, labels = read("db_codes.npy"), read("db_labels.npy")
+    image_files = config["preprocessing"]["image_files"]
+    paths = [absolute(str(p), config.get("working_dir")) for p in read("db_paths.json")] if image_files else None
+    if len({len(codes), len(labels), len(paths or labels)}) != 1:
+        raise ValueError(f"{run_dir}: the run's database files disagree: {len(codes)} codes, {len(labels)} labels"
+                         + (f", {len(paths)} paths" if paths is not None else ""))
+    class_names = config["dataset"].get("class_names")
+    return Database(codes, str(Path(run_dir) / "codes" / "db_codes.npy"), labels_of_array(labels, class_names),
+                    paths, dataset_config={**config["dataset"], "image_files": image_files}, data_root=data_root)
 
 
 SIDECAR_TYPES = {"format": int, "bits": int, "packed": bool, "count": int, "paths": list, "labels": list,
-                 "run": str, "fingerprint": str}
+                 "run": str, "fingerprint": str, "sha256": str}
 
 
 def read_sidecar(codes_path) -> dict:
@@ -306,6 +301,7 @@ def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     """Codes from a file (shc-encode's, with its sidecar, or any ±1 / {0,1} / packbits array) for ``bits``-bit
     queries of the model with ``fingerprint``; ValueError when the widths differ or the sidecar names another
     model (its codes would not be comparable)."""
+    from shc.integrity import file_digest
     from shc.io import load_array
     codes = load_array(str(codes_path))
     meta = read_sidecar(codes_path) if sidecar_path(codes_path).is_file() else {}
@@ -317,6 +313,9 @@ def file_database(codes_path, bits: int, fingerprint: str) -> Database:
     fits = (codes.shape[1] == -(-bits // 8) and meta.get("bits", bits) == bits) if packed else width == bits
     if not fits:
         raise ValueError(f"--db {codes_path} holds {width}-bit codes but the run's model makes {bits}-bit codes")
+    if "sha256" in meta and file_digest(codes_path) != meta["sha256"]:  # older shc-encode sidecars have none
+        raise ValueError(f"--db {codes_path} is not the codes file {sidecar_path(codes_path).name} describes (an "
+                         f"interrupted shc-encode, or a file changed since): encode the database again")
     if meta.get("fingerprint", fingerprint) != fingerprint:
         raise ValueError(f"--db {codes_path} was encoded by another model (run {meta.get('run')}); its codes are "
                          f"not comparable with this run's: encode the database with this run")

@@ -105,14 +105,27 @@ def test_finished_metrics_matches_configuration(tmp_path):
 
     from shc.train import TrainConfig
 
+    from shc.integrity import write_manifest
+
     cfg = TrainConfig(dataset="synthetic", bits=8, out=str(tmp_path), threads=1).resolved()
     assert finished_metrics(tmp_path, cfg) is None  # nothing there
     (tmp_path / "metrics.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "mAP": {}}))
+    codes = [f"codes/{name}.npy" for name in ("query_codes", "db_codes", "query_labels", "db_labels")]
+    (tmp_path / "codes").mkdir()
+    for name in codes:
+        (tmp_path / name).write_bytes(b"x")
+    assert finished_metrics(tmp_path, cfg) is None  # no manifest: an unfinished (re)run
+    write_manifest(tmp_path, "model", ["metrics.json", *codes])
     assert finished_metrics(tmp_path, cfg) is not None
+    (tmp_path / codes[1]).write_bytes(b"y")  # codes changed since: not the run's
+    assert finished_metrics(tmp_path, cfg) is None
+    (tmp_path / codes[1]).write_bytes(b"x")
     # where and how it ran does not matter; what it computed does
     assert finished_metrics(tmp_path, dataclasses.replace(cfg, out="elsewhere", threads=2, progress=False))
     assert finished_metrics(tmp_path, dataclasses.replace(cfg, epochs=cfg.epochs + 1)) is None
     (tmp_path / "metrics.json").write_text("{truncated")
+    assert finished_metrics(tmp_path, cfg) is None
+    write_manifest(tmp_path, "model", ["metrics.json", *codes])
     assert finished_metrics(tmp_path, cfg) is None
 
 

@@ -167,6 +167,9 @@ def test_an_older_run_with_relative_paths_resolves_them_where_it_was_trained(run
     del metrics["working_dir"]
     metrics["config"]["out"] = "run"
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    from shc.integrity import read_manifest, write_manifest
+    manifest = read_manifest(run_dir)  # the edited files are the run's now (readers check them against it)
+    write_manifest(run_dir, manifest["model"], manifest["files"])
     monkeypatch.chdir(tmp_path)
     assert search_main(["--run", str(run_dir), "--images", str(old / "data" / "test"), "--topk", "2", "--json",
                         "r.json", "--no-progress", "--quiet"]) == 0

@@ -5,8 +5,8 @@ import torch
 
 from shc.data import load_dataset
 from shc.models import HashNet, create_backbone
-from shc.train.artifacts import (fingerprint, load_array_artifact, load_checkpoint, save_array_artifact,
-                                 save_checkpoint)
+from shc.train.artifacts import (DamagedCheckpoint, fingerprint, load_array_artifact, load_checkpoint,
+                                 save_array_artifact, save_checkpoint)
 from shc.train.dist import Dist
 from shc.train.stage3 import encode_split, hashing_loss, multilabel_targets, sign_codes, tie_break_center
 
@@ -100,4 +100,7 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path):
     assert load_checkpoint(path, "fp1")["epoch"] == 3
     assert load_checkpoint(path, "fp2") is None
     path.write_bytes(b"truncated")
+    with pytest.raises(DamagedCheckpoint, match="c.pt is not the file that was written"):  # its digest differs
+        load_checkpoint(path, "fp1")
+    path.with_name("c.pt.sha256").unlink()  # an older shc's checkpoint, without a digest: unreadable is absent
     assert load_checkpoint(path, "fp1") is None

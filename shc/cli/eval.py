@@ -95,6 +95,34 @@ def _naming_the_file(message: str, inputs: dict) -> str:
     return message
 
 
+def check_run_files(args, entries) -> None:
+    """Files that shc-train wrote (RUN/codes/FILE) are read only as their run's manifest lists them, and a pair of
+    codes only from one model: a run that a failed rerun left half rewritten has no manifest, and codes of two
+    models give a mAP of neither."""
+    from pathlib import Path
+
+    from shc.integrity import read_manifest, run_of_codes_file, verified_bytes
+
+    def model_of(path: str, option: str):
+        run = run_of_codes_file(path) if os.path.isfile(path) else None
+        if run is None:  # not a run's file: nothing to check it against
+            return None
+        try:
+            manifest = read_manifest(run)
+            verified_bytes(run, f"codes/{Path(path).name}", manifest)
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+        return manifest.get("model")
+
+    for _, query, db, inputs in entries:
+        models = {model_of(query, inputs["query codes"]), model_of(db, inputs["database codes"])}
+        if None not in models and len(models) > 1:
+            raise ValueError(f"{inputs['query codes']} and {inputs['database codes']} were written by runs of "
+                             f"different models, so their Hamming distances mean nothing: evaluate one run's codes")
+    for name in ("query_labels", "db_labels"):
+        model_of(getattr(args, name), f"--{name.replace('_', '-')} {getattr(args, name)}")
+
+
 def _check_suffix(path: str | None, option: str, suffixes: tuple) -> None:
     if path and os.path.splitext(path)[1].lower() not in suffixes:
         raise ValueError(f"{option} {path}: cannot write '{os.path.splitext(path)[1] or '(no suffix)'}'; "
@@ -170,6 +198,7 @@ def run(args) -> dict:
     entries = methods(args)
     check_outputs(args, len(entries))
     start = time.perf_counter()
+    check_run_files(args, entries)
     labels = {name: load_array(getattr(args, name), mmap=True) for name in ("query_labels", "db_labels")}
     reports, single = {}, not args.codes
     for label, query_spec, db_spec, inputs in entries:

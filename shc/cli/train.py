@@ -28,10 +28,11 @@ near the images' own size: a 28 px image resized to 256 costs ~80x the time and 
 
 replay a run: shc-train --config RUN (or RUN/metrics.json) [flags that change it] reruns its configuration.
 
-outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt,
-history.csv (one row per epoch, as training goes; --tensorboard adds tensorboard/), metrics.json,
+outputs in --out DIR: similarity.npy (shc only), centers.npy (each with a .fingerprint), checkpoints/*.pt (each
+with a .sha256), history.csv (one row per epoch, as training goes; --tensorboard adds tensorboard/), metrics.json,
 codes/{query,db}_{codes,labels}.npy (shc-eval reproduces metrics.json's "mAP" from them), pr_curve.png,
-training.png. A rerun reuses every stage whose inputs did not change.
+training.png, and last manifest.json (every file's sha256: readers refuse a run without it). A rerun reuses every
+stage whose inputs (options, data content) did not change; one run at a time per DIR.
 
 distributed: --nproc N starts N workers on this machine through torch's elastic launcher (nccl on CUDA, one GPU
 per process; gloo on CPU); --batch-size is the global batch, split evenly. The same run under torchrun:
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--centers", default=None, choices=CENTER_METHODS,
                    help="the centre methods' older flag: --centers X is --method X")
     p.add_argument("--backbone", default=None,
-                   help="compact, resnet18, resnet34 or resnet50 (default: per dataset)")
+                   help="compact, resnet18, resnet34, resnet50 or vit_b_32 (3x224x224 images only) (default: per "
+                        "dataset)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
                    help="local ImageNet weights for a resnet (default: torchvision's cache if present)")
     p.add_argument("--lr", type=float, default=None, help="learning rate, both stages (default: per dataset)")

@@ -6,7 +6,9 @@ evaluation code never care whether the pixels live in memory or in image files.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
@@ -70,6 +72,11 @@ class Split:
                      seed: int, epoch: int, workers: int | None, drop_last: bool):
         raise NotImplementedError
 
+    def content_id(self) -> str:
+        """What this split's batches are made of, as a digest: the pixels (or the identity of the files they
+        come from), the labels and the transform. Stage fingerprints hold it, so changed data retrains."""
+        raise NotImplementedError(f"{type(self).__name__} must say what its content is (content_id)")
+
     def _labels_tensor(self, labels: np.ndarray) -> torch.Tensor:
         """Labels as the training code wants them: int64 ids or float32 multi-hot."""
         t = torch.from_numpy(np.ascontiguousarray(labels))
@@ -108,11 +115,32 @@ class HashingDataset:
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
 
+    @cached_property
+    def content_id(self) -> str:
+        """The digest of the three splits' content_id."""
+        return digest_of(*(split.content_id() for split in (self.train, self.query, self.database)))
+
     def __repr__(self) -> str:
         return (f"HashingDataset({self.name!r}, classes={self.num_classes}, multi_label={self.multi_label}, "
                 f"{self.channels}x{self.image_size}x{self.image_size}, train={len(self.train)}, "
                 f"query={len(self.query)}, database={len(self.database)}"
                 + (f", {len(self.skipped)} unreadable images skipped)" if self.skipped else ")"))
+
+
+def digest_of(*parts) -> str:
+    """sha256 of ``parts``: strings, bytes or numpy arrays, each framed by its kind and size (its dtype and shape
+    for an array), so that different parts never give the same digest by running into each other."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            array = np.ascontiguousarray(part)
+            header, data = f"array {array.dtype.str} {array.shape}", array.data
+        else:
+            data = part.encode() if isinstance(part, str) else bytes(part)
+            header = f"bytes {len(data)}"
+        h.update(header.encode() + b"\0")
+        h.update(data)
+    return h.hexdigest()
 
 
 def _check_batch_args(batch_size: int, rank: int, world_size: int) -> None:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shc.data.base import DataRootError, ImageReadError, Split
+from shc.data.base import DataRootError, ImageReadError, Split, digest_of
 from shc.data.decode import check_dimensions, crop_window, decode_resized, read_error, rgb_pixels
-from shc.data.image_cache import ImageStore, default_workers
+from shc.data.image_cache import ImageStore, default_workers, store_key
 from shc.data.memory import normalize
 from shc.data.sampling import batch_slices, crop_flip_params, sample_bits
 
@@ -236,6 +236,14 @@ class FileSplit(Split):
         self._scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, 3, 1, 1)
         self._shift = torch.tensor(-mean / std, dtype=torch.float32).view(1, 3, 1, 1)
         self._loaders: dict = {}  # (batch_size, workers, pin, drop_last) -> a persistent DataLoader
+
+    def content_id(self) -> str:
+        """The files' identity, not their bytes (hashing every image would cost a pass over the data): the image
+        store's key, which holds every image's path, size and mtime, or without a store those of this split's
+        images; the list itself, the labels and the transform."""
+        files = self.store.path.name if self.store is not None else store_key(self.paths, self.resize_size)
+        return digest_of(files, "\0".join(map(str, self.paths)), self.labels, self._scale.numpy(),
+                         self._shift.numpy(), f"resize {self.resize_size} crop {self.crop_size}")
 
     def _batches_for(self, order, batch_size, *, train, device, seed, epoch, workers, drop_last):
         workers = self.workers if workers is None else workers

@@ -56,7 +56,17 @@ class Method:
         self.ctx = ctx
         self.opts = resolve_options(type(self), options or {})
 
+    @property
+    def lr_scale(self) -> float:
+        """The method's learning rate relative to the run's (--lr): its ``lr_scale`` option where it has one."""
+        return float(self.opts.get("lr_scale", 1.0))
+
     # ---------------------------------------------------------------- what subclasses provide
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        """ValueError for option values out of their range (types are checked already); runs whenever options are
+        resolved, so a run refuses them before any work."""
+
     def head(self, num_features: int) -> nn.Module:
         """Features -> u. Default: Linear(feat, bits) at N(0, 0.01²) weights and zero bias (the paper's init)."""
         return linear_head(num_features, self.ctx.bits)
@@ -119,6 +129,7 @@ def resolve_options(method: type[Method], given: dict) -> dict:
             resolved.update(by_value.get(_checked(method, key, given[key]), {}))
     for key, value in given.items():
         resolved[key] = _checked(method, key, value)
+    method.check_options(resolved)
     return resolved
 
 

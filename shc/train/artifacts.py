@@ -10,6 +10,7 @@ the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from shc.atomic import atomic_write, write_json_file, write_npy  # the one write path of every output
+from shc.integrity import bytes_digest, file_digest
 
 FORMAT_VERSION = 1  # bump when the meaning of an artifact changes, so old ones are recomputed
 
@@ -103,17 +105,69 @@ def load_array_artifact(path, fp: str) -> np.ndarray | None:
     return array if intact else None
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint's bytes are not those its digest sidecar recorded when it was written."""
+
+
+def checkpoint_digest_path(path) -> Path:
+    """The sidecar recording a checkpoint's sha256 (torch.load does not notice flipped bits in the weights)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
 def save_checkpoint(path, state: dict, fp: str) -> None:
-    atomic_write(path, lambda tmp: torch.save({**state, "fingerprint": fp}, tmp))
+    """``state`` with its fingerprint to ``path``, its sha256 to the sidecar. The sidecar is written before the
+    checkpoint replaces the old one and vouches for both, so a crash between the two leaves a checkpoint it
+    vouches for; the old one is vouched for only if it matches the sidecar now."""
+    path = Path(path)
+
+    def write(tmp):
+        torch.save({**state, "fingerprint": fp}, tmp)
+        previous = _vouched_digest(path)
+        write_json(checkpoint_digest_path(path), {"sha256": file_digest(tmp), "previous": previous})
+    atomic_write(path, write)
+
+
+def _vouched_digest(path) -> str | None:
+    """The digest of the checkpoint at ``path`` if its sidecar vouches for it (or it has none), else None."""
+    try:
+        digest = file_digest(path)
+    except OSError:
+        return None
+    recorded = _recorded_digests(path)
+    return digest if recorded is None or digest in recorded else None  # None: an older shc's, taken as it is
+
+
+def _recorded_digests(path) -> set | None:
+    """The digests the sidecar vouches for; None without a sidecar (a checkpoint of an older shc)."""
+    try:
+        meta = json.loads(checkpoint_digest_path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return set()  # a damaged sidecar vouches for nothing
+    return {meta.get("sha256"), meta.get("previous")} - {None} if isinstance(meta, dict) else set()
+
+
+def read_checkpoint_bytes(path) -> bytes:
+    """A checkpoint's bytes, checked against its digest sidecar (DamagedCheckpoint when they differ); an older
+    shc's checkpoint without a sidecar is taken as it is."""
+    data = Path(path).read_bytes()
+    recorded = _recorded_digests(path)
+    if recorded is not None and bytes_digest(data) not in recorded:
+        raise DamagedCheckpoint(f"{path} is not the file that was written (its sha256 differs from the one "
+                                f"recorded in {checkpoint_digest_path(path).name}: damaged since)")
+    return data
 
 
 def load_checkpoint(path, fp: str | None) -> dict | None:
     """The checkpoint at ``path`` if it was written for fingerprint ``fp`` (None: for any); None if absent,
-    foreign or broken."""
+    foreign or broken; DamagedCheckpoint when its bytes are not those written."""
     if not Path(path).is_file():
         return None
+    data = read_checkpoint_bytes(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # truncated or foreign file: recompute rather than crash
         return None
     if not isinstance(state, dict) or not {"fingerprint", "epoch", "epochs"} <= state.keys():

@@ -23,8 +23,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from shc.train.artifacts import (array_digest, atomic_write, ensure_writable_dir, fingerprint, load_array_artifact,
-                                 save_array_artifact, write_array, write_json)
+from shc.integrity import retire_manifest, run_lock, write_manifest
+from shc.train.artifacts import (DamagedCheckpoint, array_digest, atomic_write, ensure_writable_dir, fingerprint,
+                                 load_array_artifact, save_array_artifact, write_array, write_json)
 from shc.train.dist import Dist
 from shc.train.evaluation import Evaluator, best_on_query
 from shc.train.history import EpochLog
@@ -41,6 +42,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthetic": dict(backbone="compact", epochs=4, classify_epochs=3, lr=1e-3, batch_size=32, test_map=2),
     "paper": dict(backbone="resnet34", epochs=100, classify_epochs=100, lr=1e-4, batch_size=64, test_map=5),
 }
+
+
+# The stages' outputs a finished run's manifest lists (with the codes, metrics.json and the figures)
+STAGE1_FILES = ("similarity.npy", "similarity.npy.fingerprint", "stage1.json", "checkpoints/classifier.pt",
+                "checkpoints/classifier.pt.sha256")
+STAGE2_FILES = ("centers.npy", "centers.npy.fingerprint")
+STAGE3_FILES = ("checkpoints/hashnet.pt", "checkpoints/hashnet.pt.sha256", "checkpoints/hashnet.json")
 
 
 @dataclass
@@ -253,15 +261,23 @@ def run_pipeline(cfg: TrainConfig, *, dist: Dist | None = None,
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
+    """The run under its directory's lock (rank 0 holds it)."""
+    if dist.is_main:
+        _check_writable(cfg)
+    with run_lock(cfg.out) if dist.is_main else contextlib.nullcontext():
+        return _run_stages(cfg, dist, device, callback)
+
+
+def _run_stages(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
     """The stages in order; each returns what the next needs and times itself into ``seconds``."""
     from shc.methods import get_method
 
     out = Path(cfg.out)
-    if dist.is_main:
-        _prepare_out(cfg)
     seconds: dict[str, float] = {}
     with _timed(seconds, "data"):
         dataset = _load_data(cfg, dist)
+    if dist.is_main:  # the inputs loaded and checked: only now may the run change what a finished run left
+        _retire_outputs(out)
     epoch_log = EpochLog(out, tensorboard=cfg.tensorboard) if dist.is_main else None  # history.csv as it goes
     job = _Job(cfg, dist, device, dataset, _callbacks(epoch_log and epoch_log.log, callback))
     job.log(f"data: {job.dataset!r}")
@@ -292,8 +308,10 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, callback) -> dict:
         "fingerprints": {"stage2": fp2, "stage3": fp3},
         "config": dataclasses.asdict(cfg), "working_dir": os.getcwd(),  # what the config's relative paths mean
     }
-    write_outputs(job, metrics, codes, final["pr_curves"])
+    stage_files = [*(STAGE1_FILES if similarity is not None else ()), *(STAGE2_FILES if centers is not None else ()),
+                   *STAGE3_FILES]  # not what an earlier run with another method left
     epoch_log.finish({"stage1": metrics["stage1"].get("history", []), "stage3": history})
+    write_outputs(job, metrics, codes, final["pr_curves"], stage_files)
     job.log(f"final ({cfg.method}, {cfg.bits} bits): " + " ".join(
         f"mAP@{k} {v:.4f}" for k, v in final["mAP"].items()) + f"  -> {out / 'metrics.json'}")
     return metrics
@@ -324,22 +342,31 @@ def _timed(seconds: dict, name: str):
     seconds[name] = time.perf_counter() - start
 
 
-def _prepare_out(cfg: TrainConfig) -> None:
-    """Rank 0, before any work: every output directory writable, no earlier run's metrics.json left behind."""
-    for directory in (cfg.out, cfg.stage1_cache):  # an unwritable one fails now, not after a stage of training
+def _check_writable(cfg: TrainConfig) -> None:
+    """Rank 0, before any work: every output directory writable (an unwritable one fails now, not after a stage
+    of training)."""
+    for directory in (cfg.out, cfg.stage1_cache):
         if directory:
             ensure_writable_dir(directory)
-    (Path(cfg.out) / "metrics.json").unlink(missing_ok=True)  # must not sit next to this run's artifacts
+
+
+def _retire_outputs(out: Path) -> None:
+    """Before the run changes anything in ``out``: readers refuse it (no manifest) until write_outputs is done,
+    and no earlier run's metrics.json sits next to this run's artifacts."""
+    retire_manifest(out)
+    (out / "metrics.json").unlink(missing_ok=True)
 
 
 def _load_data(cfg: TrainConfig, dist: Dist):
-    """The dataset, checked against --num_classes and against the code length (rank 0 shows the image cache's
-    progress)."""
+    """The dataset, checked against --num_classes, the backbone's input and the code length (rank 0 shows the
+    image cache's progress)."""
     from shc.data import load_dataset
+    from shc.models import check_backbone_input
 
     dataset = load_dataset(cfg.dataset, data_root=cfg.data_root, seed=cfg.seed, image_cache=cfg.image_cache,
                            workers=cfg.workers, skip_unreadable=cfg.skip_unreadable,
                            progress=cfg.progress and dist.is_main, **cfg.data_options)
+    check_backbone_input(cfg.backbone, dataset.channels, dataset.image_size)
     if cfg.num_classes is not None and cfg.num_classes != dataset.num_classes:
         raise ValueError(f"--num_classes {cfg.num_classes} does not match {dataset.name}, "
                          f"which has {dataset.num_classes} classes")
@@ -368,9 +395,10 @@ class _Job:
         self.out = Path(cfg.out)
         self.log = say if self.dist.is_main else (lambda *_: None)  # only rank 0 talks
         self.data_id = {"name": dataset.name, "seed": cfg.seed, "options": cfg.data_options,
+                        "content": dataset.content_id,  # the images themselves, wherever they are read from
                         "train_labels": array_digest(dataset.train.labels), "num_classes": dataset.num_classes,
                         **({"skipped": list(dataset.skipped)} if dataset.skipped else {})}
-        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone.startswith("resnet")
+        weights = cfg.pretrained or (find_pretrained_weights(cfg.backbone) if cfg.backbone != "compact"
                                      else None)
         self.model_id = {"backbone": cfg.backbone, "pretrained": _file_id(weights), "lr": cfg.lr,
                          "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay, "final_lr": cfg.final_lr}
@@ -379,13 +407,15 @@ class _Job:
               feature_map: bool = False) -> torch.nn.Module:
         """``make_model(backbone)`` on a fresh backbone, on the device, with the same initialisation whatever
         ran before."""
-        from shc.models import create_backbone
+        from shc.models import create_backbone, materialize
 
         torch.manual_seed(self.cfg.seed)
-        backbone = create_backbone(self.cfg.backbone, in_channels=self.dataset.channels,
-                                   small_input=self.dataset.image_size <= 64, pretrained=self.cfg.pretrained,
+        data = self.dataset
+        backbone = create_backbone(self.cfg.backbone, in_channels=data.channels,
+                                   small_input=data.image_size <= 64, pretrained=self.cfg.pretrained,
                                    feature_map=feature_map)
-        return prepare_model(make_model(backbone), self.device)
+        model = materialize(make_model(backbone), (data.channels, data.image_size, data.image_size))
+        return prepare_model(model, self.device)
 
     def method(self, centers: np.ndarray | None):
         """The run's training method (shc.methods) for this data, device and ranks."""
@@ -399,10 +429,11 @@ class _Job:
                             centers=centers, device=self.device, dist=self.dist)
         return create_method(cfg.method, ctx, cfg.method_options)
 
-    def loop_options(self, epochs: int) -> LoopOptions:
+    def loop_options(self, epochs: int, lr_scale: float = 1.0) -> LoopOptions:
+        """The epoch loop's settings; ``lr_scale``: the method's learning rate relative to the run's."""
         cfg = self.cfg
-        return LoopOptions(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                           final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
+        return LoopOptions(epochs=epochs, lr=cfg.lr * lr_scale, batch_size=cfg.batch_size,
+                           weight_decay=cfg.weight_decay, final_lr=cfg.final_lr, seed=cfg.seed, workers=cfg.workers, device=self.device,
                            progress=cfg.progress, compile=cfg.compile)
 
 
@@ -422,9 +453,11 @@ def stage1_similarity(job: _Job) -> tuple[np.ndarray, dict]:
     similarity = dist.from_main(similarity)  # bit-identical S (hence centers) on every rank
     if dist.is_main and stage1_dir != out:  # a shared cache: the run dir still gets its own copy
         save_array_artifact(out / "similarity.npy", similarity, fp1)
-        for name in ("stage1.json", "checkpoints/classifier.pt"):
+        for name in ("stage1.json", "checkpoints/classifier.pt", "checkpoints/classifier.pt.sha256"):
             if (stage1_dir / name).is_file():
                 atomic_write(out / name, lambda tmp, src=stage1_dir / name: shutil.copyfile(src, tmp))
+            else:  # not in the cache (an older shc's, an interrupted write): no earlier run's copy either
+                (out / name).unlink(missing_ok=True)
     info = _read_json(out / "stage1.json") if dist.is_main else {}
     return similarity, info if info.get("fingerprint") == fp1 else {}  # else: a write interrupted after S
 
@@ -495,42 +528,55 @@ def stage3_hashing(job: _Job, centers: np.ndarray | None) -> tuple[Evaluator, li
     history, done_before = _train_or_reuse(
         hashnet, ckpt, fp3, dist, cfg.resume, job.log, "stage 3", "hashing network",
         lambda resume_state: stage3.train_hashnet(
-            hashnet, dataset, method, job.loop_options(cfg.epochs), name="stage3", checkpoint_path=ckpt,
-            fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
+            hashnet, dataset, method, job.loop_options(cfg.epochs, method.lr_scale), name="stage3",
+            checkpoint_path=ckpt, fp=fp3, resume_state=resume_state, dist=dist, evaluate=evaluator.maybe, callback=job.callback))
     if dist.is_main:  # the run describes its model: shc.load_run / shc-encode / shc-search / shc-export read it
         from shc.inference import save_model_config
         save_model_config(job.out, dataset, cfg, fp3)
     return evaluator, history, done_before, fp3
 
 
-def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict) -> None:
+def write_outputs(job: _Job, metrics: dict, codes: tuple, pr_curves: dict, stage_files: list[str]) -> None:
     """Rank 0: the final model's codes, the labels (shc-eval reproduces "mAP" from them) and the items' order —
     the paths for image files, the source rows for in-memory sets — so that other methods can encode the same
-    items in the same order; metrics.json and the two figures."""
+    items in the same order; metrics.json and the two figures; last the manifest, naming the model and the digest
+    of every output, these and ``stage_files`` (until it is written, readers refuse the run: see shc.integrity)."""
     from shc.plots import plot_pr_curves
     from shc.train.plots import plot_history
 
     out, dataset, cfg = job.out, job.dataset, job.cfg
-    query_codes, db_codes = codes
-    write_array(out / "codes" / "query_codes.npy", query_codes)
-    write_array(out / "codes" / "db_codes.npy", db_codes)
-    write_array(out / "codes" / "query_labels.npy", dataset.query.labels)
-    write_array(out / "codes" / "db_labels.npy", dataset.database.labels)
+    arrays = {"query_codes": codes[0], "db_codes": codes[1], "query_labels": dataset.query.labels,
+              "db_labels": dataset.database.labels}
+    written = []
+    for name, array in arrays.items():
+        written.append(f"codes/{name}.npy")
+        write_array(out / written[-1], array)
     for name, split in (("query", dataset.query), ("db", dataset.database)):
         if hasattr(split, "paths"):  # image files: what shc-search shows for a result, without the dataset
-            write_json(out / "codes" / f"{name}_paths.json", [os.path.abspath(p) for p in split.paths])
+            written.append(f"codes/{name}_paths.json")
+            write_json(out / written[-1], [os.path.abspath(p) for p in split.paths])
         elif getattr(split, "source_index", None) is not None:  # in-memory sets: rows of the source arrays
-            write_array(out / "codes" / f"{name}_index.npy", split.source_index)
+            written.append(f"codes/{name}_index.npy")
+            write_array(out / written[-1], split.source_index)
     write_json(out / "metrics.json", metrics)
     plot_history(metrics["stage1"].get("history", []), metrics["history"], out / "training.png",
                  title=f"{dataset.name}, {cfg.method}, {cfg.bits} bits")
     plot_pr_curves({f"{cfg.method}, {how}": curve for how, curve in pr_curves.items()},
                    out / "pr_curve.png", f"{dataset.name}, {cfg.bits} bits, {cfg.method}")
+    files = [*stage_files, *written, "metrics.json", "training.png", "pr_curve.png", "history.csv"]
+    write_manifest(out, metrics["fingerprints"]["stage3"], [name for name in files if (out / name).is_file()])
 
 
-def _main_checkpoint(dist: Dist, path, fp: str):
-    """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all)."""
-    return dist.from_main(checkpoint_state(path, fp) if dist.is_main else None)
+def _main_checkpoint(dist: Dist, path, fp: str, log, stage: str):
+    """checkpoint_state as rank 0 reads it, on every rank (one decision, one optimiser state for all); a
+    damaged checkpoint is none, and the log says why the stage trains from the start."""
+    def read():
+        try:
+            return checkpoint_state(path, fp)
+        except DamagedCheckpoint as exc:
+            log(f"note: {exc}; training {stage} from the start")
+            return None, False, None
+    return dist.from_main(read() if dist.is_main else None)
 
 
 def _center_hyper(method: str, hyper: dict) -> dict:
@@ -546,7 +592,7 @@ def _train_or_reuse(model, ckpt, fp: str, dist: Dist, resume: bool, log, stage: 
     """One stage's model: loaded from a finished checkpoint written for ``fp``, else trained by
     ``train(resume_state)`` (continuing an interrupted run when ``resume``). Returns the training history and
     how many of its epochs were trained before this call (all of them when reused)."""
-    state, complete, other = _main_checkpoint(dist, ckpt, fp)
+    state, complete, other = _main_checkpoint(dist, ckpt, fp, log, stage)
     if complete:
         model.load_state_dict(state["model"])
         log(f"{stage}: reusing trained {model_name} {ckpt}")
