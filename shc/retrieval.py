@@ -117,8 +117,9 @@ def write_codes(out, codes: np.ndarray, *, paths: list[str], labels: list, packe
     run's codes/ labels; its sha256 in the sidecar too), whose path is returned (None when not written). The sidecar
     goes first: a write that fails after it (a full disk) leaves a sidecar naming other codes, which readers
     refuse, never new codes beside the old paths."""
+    from shc.atomic import atomic_write
     from shc.integrity import bytes_digest
-    from shc.train.artifacts import atomic_write, write_json
+    from shc.train.artifacts import write_json
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: codes are written as .npy (name it {out.with_suffix('.npy').name})")
@@ -273,7 +274,7 @@ def run_database(run_dir, config: dict, data_root: str | None = None) -> Databas
 
 
 SIDECAR_TYPES = {"format": int, "bits": int, "packed": bool, "count": int, "paths": list, "labels": list,
-                 "run": str, "fingerprint": str, "sha256": str}
+                 "run": str, "fingerprint": str, "sha256": str, "labels_file": str, "labels_sha256": str}
 
 
 def read_sidecar(codes_path) -> dict:

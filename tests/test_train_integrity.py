@@ -267,11 +267,11 @@ def assert_codes_match_their_paths_or_are_refused(run, db, capsys):
 @pytest.mark.parametrize("failing", [".npy", ".json"])
 def test_encode_that_fails_halfway_leaves_matching_codes_or_a_refusal(encoded, tmp_path, capsys, monkeypatch,
                                                                         failing):
-    import shc.train.artifacts as artifacts
+    import shc.atomic  # every output's one write path
     run, first, second = encoded
     db = tmp_path / "db.npy"
     assert cli(encode_main, capsys, "--run", run, "--images", *first, "--out", db, "--no-progress")[0] == 0
-    failing_writes(monkeypatch, artifacts, "atomic_write", lambda p: p.suffix == failing)
+    failing_writes(monkeypatch, shc.atomic, "atomic_write", lambda p: p.suffix == failing)
     code, _, err = cli(encode_main, capsys, "--run", run, "--images", *second, "--out", db, "--no-progress")
     assert code == 2 and "No space left on device" in err
     kept = assert_codes_match_their_paths_or_are_refused(run, db, capsys)
@@ -286,7 +286,7 @@ def test_encode_on_a_full_disk_leaves_matching_codes_or_a_refusal(encoded, tmpfs
     assert cli(encode_main, capsys, "--run", run, "--images", *first, "--out", db, "--no-progress")[0] == 0
     fill(free)
     code, _, err = cli(encode_main, capsys, "--run", run, "--images", *second, "--out", db, "--no-progress")
-    assert code == 2 and "No space left on device" in err
+    assert code == 2 and "the disk is full" in err
     assert_codes_match_their_paths_or_are_refused(run, db, capsys)
 
 

@@ -112,8 +112,10 @@ def test_encode_on_an_interrupted_run_says_to_finish_training(tmp_path, capsys):
 def test_resume_from_an_unreadable_checkpoint_says_so(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(tiny(tmp_path, centers="csq"), callback=Recorder(stop_at=("stage3", 2)))
+    from shc.train.artifacts import checkpoint_digest_path
     ckpt = tmp_path / "run" / "checkpoints" / "hashnet.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    checkpoint_digest_path(ckpt).unlink()  # an older shc's checkpoint (with its digest, the digest check says so)
     capsys.readouterr()
     rec = Recorder()
     run_pipeline(tiny(tmp_path, centers="csq", resume=True), callback=rec)
