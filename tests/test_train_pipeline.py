@@ -198,6 +198,8 @@ def test_presets_follow_dataset_aliases():
     assert (paper.backbone, paper.epochs, paper.classify_epochs, paper.lr, paper.test_map) == ("resnet34", 100, 100,
                                                                                               1e-4, 5)
     assert TrainConfig(dataset="fmnist", epochs=3).resolved().epochs == 3  # flags override presets
+    assert TrainConfig(dataset="mscoco").resolved().topk == (100, 1000, 5000, "all")  # the COCO papers' mAP@5000
+    assert TrainConfig(dataset="fmnist", topk=(50,)).resolved().topk == (50, 100, 1000, "all")
     with pytest.raises(ValueError, match="centers"):
         TrainConfig(centers="random").resolved()
 

@@ -51,6 +51,10 @@ STAGE2_FILES = ("centers.npy", "centers.npy.fingerprint")
 STAGE3_FILES = ("checkpoints/hashnet.pt", "checkpoints/hashnet.pt.sha256", "checkpoints/hashnet.json")
 
 
+# Cut-offs a dataset's papers report beside 100, 1000 and all (MS-COCO: mAP@5000), always computed for it.
+PAPER_CUTOFFS: dict[str, tuple] = {"coco": (5000,)}
+
+
 @dataclass
 class TrainConfig:
     """Everything one run depends on. ``None`` fields take the dataset's preset (see PRESETS)."""
@@ -102,7 +106,7 @@ class TrainConfig:
         preset = PRESETS.get(name, PRESETS["paper"])
         cfg = dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
         cfg = _loader_options_as_fields(cfg)
-        cfg.topk = normalize_topk(cfg.topk)
+        cfg.topk = normalize_topk((*cfg.topk, *PAPER_CUTOFFS.get(name, ())))
         cfg.method, cfg.centers, cfg.method_options = resolve_method(cfg)
         _check_config(cfg)
         return cfg
