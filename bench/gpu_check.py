@@ -14,6 +14,8 @@ Sections (each recorded even when another fails):
                the device and copied back) vs the CPU threads that build the image cache; pixel agreement
   file_training stage 3 as shc-train runs it (ResNet-34, batch 64, eager bf16) on a COCO-shaped image-file set
                through the image cache vs the same loop on in-memory data; the loaders' own rates (cached, off)
+  methods      every training method's loss on one batch, CUDA bf16 vs CPU fp32 (relative tolerance 2e-2), and
+               its training step's time beside SHC's on the device
 Targets (issue 5): fused loss >= 3x eager; ranking >= 20x the CPU engine; loss < 1% of a step; training >= 1.5x.
 Issue 17 asks these two to measure before choosing: nvjpeg is worth wiring in where it beats the CPU threads,
 and file data must keep stage 3 fed (>= 0.9x the in-memory rate).
@@ -428,12 +430,44 @@ def section_file_training(out):
     shutil.rmtree(cache, ignore_errors=True)
 
 
+def section_methods(out):
+    """Every training method's loss on one batch: CUDA (bf16 autocast, as shc-train runs) against the CPU in fp32
+    from the same initial network, bank and batch (dropout off on both: its random draws differ by device), and
+    one training step's time on the device beside SHC's (bench/test_bench_methods.py's step, 5,000-row banks)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_bench_methods import method_batch, training_step
+    from shc.methods import list_methods
+    from shc.train.loop import forward
+
+    tolerance = 2e-2  # relative: bf16 keeps 8 bits of mantissa through the backbone
+    iters = 5 if SMOKE else 50
+
+    def batch_loss(name, device):
+        method, model, images, labels, indices = method_batch(name, 5_000, device)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
+        with torch.no_grad():
+            return float(method.loss(forward(model, images), labels, indices))
+
+    shc_s = timed(training_step("shc", 5_000, DEVICE), iters)
+    out.update(tolerance=tolerance, shc_step_ms=round(1e3 * shc_s, 3), methods={})
+    for name in list_methods():
+        cpu, dev = batch_loss(name, "cpu"), batch_loss(name, DEVICE)
+        step_s = timed(training_step(name, 5_000, DEVICE), iters)
+        rel = abs(dev - cpu) / max(abs(cpu), 1e-6)
+        out["methods"][name] = {"loss_cpu_fp32": cpu, "loss_device": dev, "relative_difference": rel,
+                                "within_tolerance": rel <= tolerance, "step_ms": round(1e3 * step_s, 3),
+                                "step_vs_shc": round(step_s / shc_s, 3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU: Triton interpreter)")
     ap.add_argument("--only", nargs="*", default=None,
-                    help="sections to run (tests center_loss ranking training image_decode file_training)")
+                    help="sections to run (tests center_loss ranking training image_decode file_training "
+                         "methods)")
     args = ap.parse_args()
     global OUT_DIR
     out_dir = OUT_DIR = Path(args.out_dir)
@@ -449,7 +483,7 @@ def main():
     })
     sections = {"tests": section_tests, "center_loss": section_center_loss, "ranking": section_ranking,
                 "training": section_training, "image_decode": section_image_decode,
-                "file_training": section_file_training}
+                "file_training": section_file_training, "methods": section_methods}
     for name, fn in sections.items():
         if args.only is not None and name not in args.only:
             continue

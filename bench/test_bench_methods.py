@@ -46,33 +46,42 @@ def uses_bank(name: str) -> bool:
     return getattr(create_method(name, context(name, 1)), "bank", None) is not None
 
 
-def context(name: str, train_size: int) -> MethodContext:
+def context(name: str, train_size: int, device="cpu") -> MethodContext:
     cls = get_method(name)
     return MethodContext(bits=BITS, num_classes=CLASSES, multi_label=False, seed=0, train_size=train_size,
-                         class_counts=np.full(CLASSES, train_size // CLASSES),
+                         class_counts=np.full(CLASSES, train_size // CLASSES), device=torch.device(device),
                          centers=make_centers("csq", CLASSES, BITS, seed=0) if cls.uses_centers else None)
 
 
-def training_step(name: str, train_size: int):
-    """A closure running one training step of method ``name`` as the epoch loop does."""
-    method = create_method(name, context(name, train_size))
+def method_batch(name: str, train_size: int, device="cpu"):
+    """(method, model in training mode, images, labels, indices) of one step of method ``name`` on ``device``:
+    the same initial network, bank, per-epoch state and batch on every device (bench/gpu_check.py compares them)."""
+    method = create_method(name, context(name, train_size, device))
     torch.manual_seed(0)
     backbone = create_backbone("compact", in_channels=1, small_input=True, feature_map=method.feature_map)
-    model = hashing_model(method, backbone)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    model = hashing_model(method, backbone).to(device)
     rng = np.random.default_rng(0)
+    gen = torch.Generator().manual_seed(0)
     bank = getattr(method, "bank", None)
     if bank is not None:  # a bank after an epoch: every row written
         with torch.no_grad():
-            bank.write(torch.randn(train_size, bank.codes.shape[1]),
-                       torch.from_numpy(rng.integers(0, CLASSES, train_size)), torch.arange(train_size))
+            bank.write(torch.randn(train_size, bank.codes.shape[1], generator=gen).to(device),
+                       torch.from_numpy(rng.integers(0, CLASSES, train_size)).to(device),
+                       torch.arange(train_size, device=device))
     split = InMemorySplit(rng.integers(0, 256, (256, 28, 28), dtype=np.uint8), rng.integers(0, CLASSES, 256),
                           mean=0.286, std=0.353)
     method.start_epoch(model, split, 0, BATCH)  # a per-epoch hook: once, outside the step
     model.train()
-    images = torch.randn(BATCH, 1, 28, 28)
-    labels = torch.from_numpy(rng.integers(0, CLASSES, BATCH))
-    indices = torch.from_numpy(rng.choice(max(train_size, BATCH), BATCH, replace=False))
+    images = torch.randn(BATCH, 1, 28, 28, generator=gen).to(device)
+    labels = torch.from_numpy(rng.integers(0, CLASSES, BATCH)).to(device)
+    indices = torch.from_numpy(rng.choice(max(train_size, BATCH), BATCH, replace=False)).to(device)
+    return method, model, images, labels, indices
+
+
+def training_step(name: str, train_size: int, device="cpu"):
+    """A closure running one training step of method ``name`` as the epoch loop does."""
+    method, model, images, labels, indices = method_batch(name, train_size, device)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, weight_decay=1e-5)
 
     def step():
         loss = method.loss(forward(model, images), labels, indices)
