@@ -44,3 +44,29 @@ def small_disk(tmp_path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def check_run():
+    """check(out, metrics, data_options) for a finished synthetic run: metrics.json records the resolved method
+    options, shc.evaluate on codes/ reproduces metrics["mAP"], every epoch's loss is finite, and load_run encodes
+    query images to the run's codes. Returns the run's codes/ arrays."""
+    def check(out, metrics, data_options, images=4):
+        import json
+
+        import numpy as np
+
+        import shc
+        from shc.data import load_dataset
+        assert json.loads((out / "metrics.json").read_text())["method_options"] == metrics["method_options"]
+        codes = {n: np.load(out / "codes" / f"{n}.npy") for n in ("query_codes", "db_codes", "query_labels",
+                                                                  "db_labels")}
+        report = shc.evaluate(codes["query_codes"], codes["db_codes"], codes["query_labels"], codes["db_labels"],
+                              topk=(100, 1000, "all")).to_dict()
+        assert metrics["mAP"] == report["mAP"]
+        assert all(np.isfinite(r["loss"]) for r in metrics["history"])
+        query = load_dataset("synthetic", **data_options).query
+        encoder = shc.load_run(out, device="cpu")
+        np.testing.assert_array_equal(encoder.encode(query.images[:images]), codes["query_codes"][:images])
+        return codes
+    return check
