@@ -48,6 +48,8 @@ def test_config_resolves_method_centers_alias_and_center_options():
     assert cfg.method_options["polish_passes"] == 0 and cfg.method_options["lambd"] == 1e-4
     assert TrainConfig(**TINY, centers="mds").resolved().method == "mds"
     assert TrainConfig(**TINY, lambd=0.5).resolved().method_options["lambd"] == 0.5  # --lambd feeds the option
+    given = TrainConfig(**TINY, method_options={"lambd": 0.25, "multilabel": "first"}).resolved()
+    assert (given.lambd, given.multilabel_centers) == (0.25, "first")  # the record agrees with what trains
     with pytest.raises(ValueError, match="disagree"):
         TrainConfig(**TINY, method="csq", centers="mds").resolved()
     with pytest.raises(ValueError, match="method csq takes no option 'eta'"):

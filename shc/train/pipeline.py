@@ -108,6 +108,8 @@ class TrainConfig:
         cfg = _loader_options_as_fields(cfg)
         cfg.topk = normalize_topk((*cfg.topk, *PAPER_CUTOFFS.get(name, ())))
         cfg.method, cfg.centers, cfg.method_options = resolve_method(cfg)
+        if cfg.centers is not None:  # the record shows the values trained with, wherever they were given
+            cfg.lambd, cfg.multilabel_centers = cfg.method_options["lambd"], cfg.method_options["multilabel"]
         _check_config(cfg)
         return cfg
 
