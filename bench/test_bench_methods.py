@@ -6,9 +6,9 @@
 Each method's step is built through what the pipeline runs: shc.methods.create_method with a MethodContext
 (train_size = the memory-bank size), shc.methods.hashing_model, the loop's forward, the method's loss, backward,
 an RMSprop step. Memory-bank methods (those holding a shc.methods.memory.MemoryBank as ``.bank``) are measured with
-a full bank of 5,000 rows (Fashion-MNIST's training set) and of 100,000 rows. A per-epoch hook (LTH's prototypes)
-runs once before the timing and is not part of the step. The centre methods train towards CSQ's centers here
-(the step's cost does not depend on the centers' values). SHC's step is timed interleaved with each method's, so
+a full bank of 5,000 rows (Fashion-MNIST's training set) and of 100,000 rows; the batch's labels are those its
+images' rows hold. A per-epoch hook (LTH's prototypes) runs once before the timing and is not part of the step. The
+centre methods train towards CSQ's centers here (the step's cost does not depend on the centers' values). SHC's step is timed interleaved with each method's, so
 both see the same load; the ratio (best of each) is printed, written into extra_info, and must stay ≤ 1.5.
 """
 import os
@@ -62,20 +62,20 @@ def method_batch(name: str, train_size: int, device="cpu"):
     model = hashing_model(method, backbone).to(device)
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)
+    # every training image's label; the batch's are its images' (a label does not change between epochs)
+    train_labels = torch.from_numpy(rng.integers(0, CLASSES, max(train_size, BATCH))).to(device)
     bank = getattr(method, "bank", None)
     if bank is not None:  # a bank after an epoch: every row written
         with torch.no_grad():
             bank.write(torch.randn(train_size, bank.codes.shape[1], generator=gen).to(device),
-                       torch.from_numpy(rng.integers(0, CLASSES, train_size)).to(device),
-                       torch.arange(train_size, device=device))
+                       train_labels[:train_size], torch.arange(train_size, device=device))
     split = InMemorySplit(rng.integers(0, 256, (256, 28, 28), dtype=np.uint8), rng.integers(0, CLASSES, 256),
                           mean=0.286, std=0.353)
     method.start_epoch(model, split, 0, BATCH)  # a per-epoch hook: once, outside the step
     model.train()
     images = torch.randn(BATCH, 1, 28, 28, generator=gen).to(device)
-    labels = torch.from_numpy(rng.integers(0, CLASSES, BATCH)).to(device)
     indices = torch.from_numpy(rng.choice(max(train_size, BATCH), BATCH, replace=False)).to(device)
-    return method, model, images, labels, indices
+    return method, model, images, train_labels[indices], indices
 
 
 def training_step(name: str, train_size: int, device="cpu"):

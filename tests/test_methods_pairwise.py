@@ -14,6 +14,7 @@ import torch
 
 from shc.cli.train import main
 from shc.methods import MethodContext, create_method, resolve_method_options
+from shc.methods.dtsh import draw_by_class, draw_by_labels
 from shc.methods.pairwise import bank_likelihood, draw_true, softplus
 from shc.train import TrainConfig, run_pipeline
 
@@ -247,18 +248,76 @@ def test_dtsh_official_samples_from_the_bank_outside_the_batch():
     assert only_quant.item() == pytest.approx(quant, rel=1e-5)
 
 
-def test_dtsh_draws_are_reproducible_from_the_step_count():
-    ctx = context(bits=8, num_classes=3, train_size=40)
+@pytest.mark.parametrize("draw", [draw_by_class, draw_by_labels])
+def test_dtsh_draws_are_uniform_over_the_available_rows_of_the_class(draw):
+    """Both draws (by class, single-label only; by labels, any bank) against the sets written out here: every
+    available row of the anchor's class as a positive, of another class as a negative, about equally often; never
+    a batch row nor an unwritten one; an anchor without an available positive or negative takes none."""
+    classes = np.array([3, 0, 1, 2, 0, 1, 1, 0, 2, 2, 0, 1, 2, 0, 1, 1, 0, 2, 0, 1])  # class 3: only row 0
+    n, written = 24, len(classes)  # rows 20..23 never written
+    m = create_method("dtsh", context(bits=4, num_classes=4, train_size=n))
+    m.bank.write(torch.zeros(written, 4), torch.tensor(classes), torch.arange(written))
+    batch = torch.tensor([0, 1, 2, 3, 5])  # anchors of class 3 (no other row), 0, 1, 2, 1
+    available = torch.ones(n, dtype=torch.bool)
+    available[batch] = False
+    available[written:] = False
+    draws = 20000
+    anchors, j, k = draw(m.bank, torch.tensor(onehot(classes[batch], 4), dtype=torch.float32), available, draws, draws, torch.Generator().manual_seed(0))
+    assert anchors.tolist() == [False, True, True, True, True]
+    for row, drawn_pos, drawn_neg in zip(batch[anchors].tolist(), j.numpy(), k.numpy()):
+        rows = np.flatnonzero(available.numpy())
+        for drawn, expected in ((drawn_pos, rows[classes[rows] == classes[row]]),
+                                (drawn_neg, rows[classes[rows] != classes[row]])):
+            counts = np.bincount(drawn, minlength=n)
+            assert np.flatnonzero(counts).tolist() == expected.tolist()
+            p = 1 / len(expected)
+            assert np.abs(counts[expected] - draws * p).max() < 6 * np.sqrt(draws * p * (1 - p))
+
+
+def test_dtsh_draws_by_class_follow_the_generator():
+    """The single-label draws written out: the available rows sorted by class (stable), a positive the
+    ⌊r·count⌋-th row of the anchor's class, a negative the ⌊r·(A − count)⌋-th row of the others in that order; the
+    positives' numbers first."""
+    classes = np.array([1, 0, 2, 1, 0, 0, 2, 1])
+    m = create_method("dtsh", context(bits=4, num_classes=3, train_size=len(classes)))
+    m.bank.write(torch.zeros(len(classes), 4), torch.tensor(classes), torch.arange(len(classes)))
+    available = torch.tensor([1, 1, 1, 0, 1, 1, 1, 1], dtype=torch.bool)
+    anchors, j, k = draw_by_class(m.bank, torch.eye(3)[:2], available, 5, 4, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    r_pos, r_neg = (torch.rand(2, n, generator=gen, dtype=torch.float64).numpy() for n in (5, 4))
+    rows = np.flatnonzero(available.numpy())
+    rows = rows[np.argsort(classes[rows], kind="stable")]  # [1 4 5 | 0 7 | 2 6]
+    for a, c in enumerate([0, 1]):
+        same, other = rows[classes[rows] == c], rows[classes[rows] != c]
+        assert j[a].tolist() == same[(r_pos[a] * len(same)).astype(int)].tolist()
+        assert k[a].tolist() == other[(r_neg[a] * len(other)).astype(int)].tolist()
+    assert anchors.all()
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_dtsh_draws_are_reproducible_from_the_step_count(multi_label):
+    """A method resumed from another's state draws what an uninterrupted one would: the single-label bank's class
+    ids are rebuilt from the checkpointed labels (they are not a checkpoint entry)."""
+    ctx = context(bits=8, num_classes=3, train_size=40, multi_label=multi_label)
     rng = np.random.default_rng(5)
     batches = [(torch.tensor(rng.normal(size=(8, 8)), dtype=torch.float32), torch.tensor(rng.integers(0, 3, 8)),
                 torch.tensor(rng.permutation(40)[:8])) for _ in range(6)]
+    if multi_label:
+        batches = [(u, torch.tensor(onehot(y, 3) + onehot((y + 1) % 3, 3) * rng.integers(0, 2, (8, 1)), dtype=torch.float32), i)
+                   for u, y, i in batches]
     whole = create_method("dtsh", ctx, {"positives": 4, "negatives": 4})
     losses = [whole.loss(*b).item() for b in batches]
     first = create_method("dtsh", ctx, {"positives": 4, "negatives": 4})
     for b in batches[:3]:
         first.loss(*b)
+    state = first.state_dict()
+    assert "bank_classes" not in state and not any("class" in key for key in state)
     resumed = create_method("dtsh", ctx, {"positives": 4, "negatives": 4})
-    resumed.load_state_dict(first.state_dict())
+    resumed.load_state_dict(state)
+    if not multi_label:
+        assert torch.equal(resumed.bank.classes, first.bank.classes)
+        assert resumed.bank.classes.tolist() == [int(first.bank.labels[i].argmax()) if first.bank.filled[i] else 3
+                                                 for i in range(40)]
     assert [resumed.loss(*b).item() for b in batches[3:]] == losses[3:]
 
 

@@ -3,7 +3,8 @@ training device, for the methods that compare a batch with the whole training se
 
 Rows start at zero and are written (detached) as their images pass through training; ``filled`` says which have
 been. Under DDP every rank writes the whole global batch's rows, so every rank holds the same bank. The bank is
-method state: checkpointed every epoch and restored by ``--resume``.
+method state: checkpointed every epoch and restored by ``--resume``. A single-label bank also keeps each row's class
+id (``classes``; derived from the labels, so rebuilt on loading, not checkpointed) for draws by class (DTSH).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class MemoryBank:
         self.codes = torch.zeros(ctx.train_size, width, device=ctx.device)
         self.labels = torch.zeros(ctx.train_size, ctx.num_classes, device=ctx.device)
         self.filled = torch.zeros(ctx.train_size, dtype=torch.bool, device=ctx.device)
+        # the smallest integer type holding 0..C (C: no class): sorting small integers is several times faster
+        dtype = next(d for d in (torch.uint8, torch.int16, torch.int32) if torch.iinfo(d).max >= ctx.num_classes)
+        self.classes = torch.full((ctx.train_size,), ctx.num_classes, dtype=dtype, device=ctx.device) \
+            if self.one_label else None
 
     def write(self, codes: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Store the batch's rows (every rank's under DDP); return the indices written."""
@@ -34,7 +39,13 @@ class MemoryBank:
         self.codes[indices] = codes.to(self.codes.dtype)
         self.labels[indices] = labels.to(self.labels.dtype)
         self.filled[indices] = True
+        if self.one_label:
+            self.classes[indices] = self.class_ids(labels).to(self.classes.dtype)
         return indices
+
+    def class_ids(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 class id of each single-label row of ``labels`` (B, C, 0/1 float); C for a row without one."""
+        return torch.where(labels.any(1), labels.argmax(1), self.num_classes)
 
     def similar(self, labels: torch.Tensor, rows: torch.Tensor | None = None, same: bool = True) -> torch.Tensor:
         """(B, N) float s_ij: 1 when batch image i shares a label with bank row j, else 0 (unwritten rows share
@@ -60,3 +71,5 @@ class MemoryBank:
             if name not in state or state[name].shape != tensor.shape:
                 raise ValueError(f"checkpointed method state lacks a {tuple(tensor.shape)} {name}")
             tensor.copy_(state[name])
+        if self.one_label:
+            self.classes.copy_(torch.where(self.filled, self.class_ids(self.labels), self.num_classes))
