@@ -123,3 +123,37 @@ def test_bench_method_step_vs_shc(benchmark, request, name, buffer):
     print("\n" + line)
     request.config.bench_summary_lines.append(line)
     assert ratio <= TARGET, f"{name}: one step {ratio:.2f}x SHC's (target {TARGET}x)"
+
+
+def test_bench_dpsh_bank_likelihood_engine_vs_torch(benchmark, request):
+    """DPSH's likelihood against a 100,000-row bank, loss and gradient: the engine's fused kernel (what the loss
+    runs on the CPU) against torch's chunked route on the same bank, interleaved; target: the engine ≥ 1.5× faster."""
+    from shc.methods.pairwise import bank_likelihood, bank_likelihood_torch
+
+    method, *_ = method_batch("dpsh", BUFFERS[1])
+    bank, gen = method.bank, torch.Generator().manual_seed(1)
+    u = torch.randn(BATCH, BITS, generator=gen).requires_grad_()
+    labels = torch.nn.functional.one_hot(torch.randint(0, CLASSES, (BATCH,), generator=gen), CLASSES).float()
+
+    def engine():
+        bank_likelihood(u, bank, labels).backward()
+
+    torch_times = []
+
+    def time_torch():
+        t = time.perf_counter()
+        bank_likelihood_torch(u, bank.codes, labels, bank.labels, True).backward()
+        torch_times.append(time.perf_counter() - t)
+
+    time_torch()
+    benchmark.pedantic(engine, setup=time_torch, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    engine_s, torch_s = benchmark.stats.stats.min, min(torch_times)
+    speedup = torch_s / engine_s
+    benchmark.extra_info.update({"engine_ms": round(1e3 * engine_s, 2), "torch_ms": round(1e3 * torch_s, 2),
+                                 "speedup": round(speedup, 2), "bank_rows": BUFFERS[1], "loadavg": loadavg(),
+                                 "torch_threads": torch.get_num_threads()})
+    line = (f"dpsh bank likelihood, 100,000 rows: engine {1e3 * engine_s:.2f} ms, torch {1e3 * torch_s:.2f} ms, "
+            f"{speedup:.2f}x (loadavg {loadavg()})")
+    print("\n" + line)
+    request.config.bench_summary_lines.append(line)
+    assert speedup >= 1.5, line

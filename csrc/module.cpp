@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "evaluate.h"
+#include "likelihood.h"
 #include "pack.h"
 
 namespace py = pybind11;
@@ -316,4 +317,30 @@ PYBIND11_MODULE(_engine, m) {
             return py::make_tuple(idx, dist);
         },
         py::arg("query_codes"), py::arg("db_codes"), py::arg("bits"), py::arg("k"), py::arg("threads") = 0);
+
+    m.def(
+        "bank_likelihood",
+        [](const Array<float>& h, const Array<float>& bank, const Array<uint32_t>& labels,
+           const Array<uint32_t>& bank_labels, int threads) {
+            require(h.ndim() == 2 && bank.ndim() == 2 && labels.ndim() == 2 && bank_labels.ndim() == 2,
+                    "h, bank, labels and bank_labels must be 2-D");
+            const size_t b = size_t(h.shape(0)), q = size_t(h.shape(1)), n = size_t(bank.shape(0));
+            const size_t words = size_t(labels.shape(1));
+            require(size_t(bank.shape(1)) == q, "h and bank must have the same number of columns");
+            require(size_t(labels.shape(0)) == b && size_t(bank_labels.shape(0)) == n &&
+                        size_t(bank_labels.shape(1)) == words,
+                    "labels must be b x words and bank_labels n x words");
+            py::array_t<float> grad({py::ssize_t(b), py::ssize_t(q)});
+            float* g = grad.mutable_data();
+            double total;
+            {
+                py::gil_scoped_release release;
+                total = bank_likelihood(h.data(), b, bank.data(), n, q, labels.data(), bank_labels.data(), words, g,
+                                        threads);
+            }
+            return py::make_tuple(total, grad);
+        },
+        py::arg("h"), py::arg("bank"), py::arg("labels"), py::arg("bank_labels"), py::arg("threads") = 0,
+        "DPSH's likelihood of a batch against a memory bank: (sum_ij softplus(T_ij) - s_ij T_ij, its gradient in h) "
+        "with T = h bank^T, s_ij = 1 when the uint32 label bitmaps share a bit (float32, one fused pass).");
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINE_TESTS = ["test_engine_metrics.py", "test_engine_search.py", "test_engine_inputs.py"]
+ENGINE_TESTS = ["test_engine_metrics.py", "test_engine_search.py", "test_engine_inputs.py", "test_engine_likelihood.py"]
 
 
 def _runtime(name):

@@ -15,7 +15,7 @@ import torch
 from shc.cli.train import main
 from shc.methods import MethodContext, create_method, resolve_method_options
 from shc.methods.dtsh import draw_by_class, draw_by_labels
-from shc.methods.pairwise import bank_likelihood, draw_true, softplus
+from shc.methods.pairwise import bank_likelihood, bank_likelihood_torch, draw_true, label_bitmaps, softplus
 from shc.train import TrainConfig, run_pipeline
 
 PAIRWISE = ("dtsh", "hashnet", "dpsh", "idhn")
@@ -380,9 +380,9 @@ def test_bank_likelihood_in_chunks_against_reference_and_gradcheck(one_label):
                    for i in range(3) for j in range(n))
     t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     for chunk in (2, 4096):
-        got = bank_likelihood(t(u), t(bank), t(y), t(bank_y), one_label, chunk=chunk)
+        got = bank_likelihood_torch(t(u), t(bank), t(y), t(bank_y), one_label, chunk=chunk)
         assert got.item() == pytest.approx(expected, rel=1e-12)
-    assert torch.autograd.gradcheck(lambda x: bank_likelihood(x, t(bank), t(y), t(bank_y), one_label, chunk=3),
+    assert torch.autograd.gradcheck(lambda x: bank_likelihood_torch(x, t(bank), t(y), t(bank_y), one_label, chunk=3),
                                     (t(u).requires_grad_(),))
 
 

@@ -29,8 +29,7 @@ class DPSH(Method):
         u = code_values(outputs)
         self.bank.write(u, labels, indices)
         pairs = len(self.bank.codes) * len(u)
-        likelihood = bank_likelihood(u, self.bank.codes, as_multi_hot(labels, self.ctx.num_classes),
-                                     self.bank.labels, one_label=not self.ctx.multi_label)
+        likelihood = bank_likelihood(u, self.bank, as_multi_hot(labels, self.ctx.num_classes))
         quantization = quantization_error(u)
         if self.opts["form"] == "dh":
             return likelihood / pairs + self.opts["eta"] * quantization.mean()

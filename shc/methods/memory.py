@@ -4,13 +4,15 @@ training device, for the methods that compare a batch with the whole training se
 Rows start at zero and are written (detached) as their images pass through training; ``filled`` says which have
 been. Under DDP every rank writes the whole global batch's rows, so every rank holds the same bank. The bank is
 method state: checkpointed every epoch and restored by ``--resume``. A single-label bank also keeps each row's class
-id (``classes``; derived from the labels, so rebuilt on loading, not checkpointed) for draws by class (DTSH).
+id (``classes``; derived from the labels, so rebuilt on loading, not checkpointed) for draws by class (DTSH), and
+every bank the rows' labels as packed bitmaps (``bitmaps``, derived likewise) for the engine's DPSH kernel.
 """
 from __future__ import annotations
 
 import torch
 
 from shc.methods.base import MethodContext, as_multi_hot
+from shc.methods.pairwise import label_bitmaps
 
 
 class MemoryBank:
@@ -27,6 +29,7 @@ class MemoryBank:
         dtype = next(d for d in (torch.uint8, torch.int16, torch.int32) if torch.iinfo(d).max >= ctx.num_classes)
         self.classes = torch.full((ctx.train_size,), ctx.num_classes, dtype=dtype, device=ctx.device) \
             if self.one_label else None
+        self.bitmaps = label_bitmaps(self.labels)
 
     def write(self, codes: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Store the batch's rows (every rank's under DDP); return the indices written."""
@@ -39,6 +42,7 @@ class MemoryBank:
         self.codes[indices] = codes.to(self.codes.dtype)
         self.labels[indices] = labels.to(self.labels.dtype)
         self.filled[indices] = True
+        self.bitmaps[indices] = label_bitmaps(labels)
         if self.one_label:
             self.classes[indices] = self.class_ids(labels).to(self.classes.dtype)
         return indices
@@ -73,3 +77,4 @@ class MemoryBank:
             tensor.copy_(state[name])
         if self.one_label:
             self.classes.copy_(torch.where(self.filled, self.class_ids(self.labels), self.num_classes))
+        self.bitmaps.copy_(label_bitmaps(self.labels))

@@ -1,8 +1,12 @@
 """The math the pairwise and triplet methods share (DPSH, HashNet, DTSH, IDHN): a stable softplus, the pairwise
-negative log-likelihood softplus(Θ) − sΘ, the triplet likelihood and the quantisation error."""
+negative log-likelihood softplus(Θ) − sΘ (against a whole memory bank: torch in chunks, or the engine's fused
+kernel), the triplet likelihood and the quantisation error."""
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from shc._compiled import _engine
 
 
 class _Softplus(torch.autograd.Function):
@@ -70,11 +74,50 @@ class _BankLikelihood(torch.autograd.Function):
         return grad * grad_total, None, None, None, None, None
 
 
-def bank_likelihood(u: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, bank_labels: torch.Tensor,
-                    one_label: bool, chunk: int = 4096) -> torch.Tensor:
+def bank_likelihood_torch(u: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, bank_labels: torch.Tensor,
+                          one_label: bool, chunk: int = 4096) -> torch.Tensor:
     """Σ_ij softplus(Θ_ij) − s_ij Θ_ij, Θ = ½ u_iᵀU_j, s_ij = [y_i·Y_j > 0] (multi-hot ``labels`` B×C and
-    ``bank_labels`` N×C); gradient through ``u`` only (DPSH against its memory bank)."""
+    ``bank_labels`` N×C); gradient through ``u`` only (DPSH against its memory bank). Any device and dtype."""
     return _BankLikelihood.apply(u, bank.detach(), labels, bank_labels, one_label, chunk)
+
+
+class _EngineBankLikelihood(torch.autograd.Function):
+    """bank_likelihood_torch's sum and gradient from shc._engine.bank_likelihood: one fused pass over the bank
+    (float32, CPU; as many threads as torch uses, the result the same for any number)."""
+
+    @staticmethod
+    def forward(ctx, u, bank, label_bitmaps, bank_bitmaps):
+        h = (0.5 * u).detach().contiguous().numpy()
+        total, grad = _engine.bank_likelihood(h, bank.detach().contiguous().numpy(),
+                                              label_bitmaps.numpy().view(np.uint32),
+                                              bank_bitmaps.numpy().view(np.uint32), torch.get_num_threads())
+        ctx.save_for_backward(torch.from_numpy(grad).mul_(0.5))  # dΘ/du = ½U
+        return torch.tensor(total, dtype=u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None
+
+
+def bank_likelihood(u: torch.Tensor, bank, labels: torch.Tensor) -> torch.Tensor:
+    """bank_likelihood_torch of ``u`` (B×q) and multi-hot ``labels`` (B×C) against a MemoryBank: through the
+    engine's fused kernel for float32 on the CPU (several times faster: no B×N matrix is ever formed), else torch."""
+    if u.device.type == "cpu" and u.dtype == bank.codes.dtype == torch.float32:
+        return _EngineBankLikelihood.apply(u, bank.codes, label_bitmaps(labels), bank.bitmaps)
+    return bank_likelihood_torch(u, bank.codes, labels, bank.labels, bank.one_label)
+
+
+def label_bitmaps(multi_hot: torch.Tensor) -> torch.Tensor:
+    """(rows, ⌈C/32⌉) int32 label bitmaps of multi-hot (rows, C) labels: label c is bit c % 32 of word c // 32
+    (as uint32, what shc._engine.bank_likelihood reads)."""
+    rows, classes = multi_hot.shape
+    words = (classes + 31) // 32
+    bits = torch.zeros(rows, words * 32, dtype=torch.int32, device=multi_hot.device)
+    bits[:, :classes] = multi_hot > 0
+    weights = torch.ones(32, dtype=torch.int32, device=multi_hot.device) << torch.arange(32, dtype=torch.int32,
+                                                                                          device=multi_hot.device)
+    return (bits.view(rows, words, 32) * weights).sum(-1, dtype=torch.int32)  # bit 31 is the sign: no overflow
 
 
 def triplet_likelihood(theta_pos: torch.Tensor, theta_neg: torch.Tensor, margin: float, clamp: bool = False,

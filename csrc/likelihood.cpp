@@ -1,0 +1,259 @@
+// DPSH's bank likelihood (likelihood.h) in one pass: per entry of Θ one exp, one log1p and one reciprocal, all in
+// registers, where torch makes a dozen passes over the B×N matrix (about 2× faster than torch's chunked route on one
+// core at B = 64, q = 32, N = 100,000: bench/test_bench_methods.py). The batch lies across the vector lanes (h and the gradient are held
+// transposed, q × b rounded up to whole steps); a step is eight bank rows by two vectors of batch rows: each row's
+// code value, broadcast from memory, serves both vectors, each loaded h vector all eight rows.
+//
+// One body, written with GCC vector extensions, is compiled three times, for AVX-512, AVX2 + FMA and the baseline
+// ISA, and chosen at run time with the popcount path (isa.cpp; SHC_ISA and set_isa() choose it too).
+// GCC notes that passing 64-byte vectors by value changes the ABI without AVX-512; every such function is inlined.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's AVX-512 headers initialise "undefined" vectors with a self-assignment that -Wuninitialized flags.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "likelihood.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "evaluate.h"
+#include "hamming.h"
+
+namespace shc {
+
+namespace {
+
+constexpr size_t kRows = 8;    // bank rows per step
+constexpr size_t kTiles = 2;   // vectors of batch rows per step: 16 independent FMA chains, each broadcast used twice
+constexpr size_t kMaxLanes = 16 * kTiles;  // the batch is padded to whole steps of the widest path
+
+// A vector of W floats and its integer twins; W = 16 (AVX-512), 8 (AVX2), 4 (SSE2), each path its native width.
+template <size_t W>
+struct Vec {
+    typedef float F __attribute__((vector_size(4 * W)));
+    typedef int32_t I __attribute__((vector_size(4 * W)));
+    typedef uint32_t U __attribute__((vector_size(4 * W)));
+    typedef double D __attribute__((vector_size(8 * W)));
+    static constexpr size_t lanes = W;
+};
+
+#define SHC_INLINE inline __attribute__((always_inline))
+
+template <class V>
+SHC_INLINE V load(const void* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <class V>
+SHC_INLINE void store(void* p, V v) { std::memcpy(p, &v, sizeof v); }
+
+// e^(n·ln2 + r) / 2^n for |r| ≤ ln2/2: the degree-7 polynomial of Cephes' expf (relative error ~1e-7), after the
+// Cody–Waite reduction r = x − n·ln2 in two parts (ln2's first bits exact).
+template <class F>
+SHC_INLINE F exp_reduced(F x, F n) {
+    const F r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return p * (r * r) + r + 1.0f;
+}
+
+// e^x for x ≤ 0 (below −87 it returns about 2^−126 instead of a denormal or 0: far below what the sums resolve);
+// 2^n is built in the exponent field.
+template <class V>
+SHC_INLINE typename V::F exp_nonpositive(typename V::F x) {
+    using F = typename V::F;
+    x = x > -87.0f ? x : -87.0f;
+    const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5·2^23 trick
+    const typename V::I scale = (__builtin_convertvector(n, typename V::I) + 127) << 23;
+    return exp_reduced(x, n) * (F)scale;  // a cast between vector types of one size keeps the bits
+}
+
+// log(1 + e) for 0 ≤ e ≤ 1 as e·P(e), P of degree 8 fitted to log(1 + e)/e on [0, 1] (float32 relative error
+// ≤ 2e-7 over the interval, full relative precision near 0): nine FMAs, no range split.
+template <class V>
+SHC_INLINE typename V::F log1p_unit(typename V::F e) {
+    typename V::F p = e * 0.005253457929939032f - 0.02958850748836994f;
+    p = p * e + 0.07836166769266129f;
+    p = p * e - 0.13674770295619965f;
+    p = p * e + 0.19111430644989014f;
+    p = p * e - 0.24844369292259216f;
+    p = p * e + 0.33319270610809326f;
+    p = p * e - 0.49999502301216125f;
+    p = p * e + 1.0f;
+    return e * p;
+}
+
+// 1/d for 1 ≤ d ≤ 2: the minimax line 24/17 − 8/17·d (relative error ≤ 1/17), then three Newton steps, each
+// squaring the error (to ~1e-10): seven FMAs where a vector division would stall its port for 10–16 cycles.
+template <class V>
+SHC_INLINE typename V::F reciprocal_1_2(typename V::F d) {
+    typename V::F x = 1.41176470588235294f - 0.470588235294117647f * d;
+    for (int step = 0; step < 3; ++step) x = x + x * (1.0f - d * x);
+    return x;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// AVX-512 has an instruction for each slow part: vscalefps builds 2^n·p and underflows to 0 by itself (no
+// exponent arithmetic; the clamp only keeps −inf from making a NaN), vrcp14ps starts the reciprocal at 2^−14.
+// (not always_inline: chunk_body, which calls them, has no target of its own; chunk_avx512 flattens them in)
+#define SHC_AVX512_INLINE inline __attribute__((target("avx512f")))
+template <>
+SHC_AVX512_INLINE Vec<16>::F exp_nonpositive<Vec<16>>(Vec<16>::F x) {
+    using F = Vec<16>::F;
+    x = x > -200.0f ? x : -200.0f;
+    const F n = (F)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return (F)_mm512_scalef_ps((__m512)exp_reduced(x, n), (__m512)n);
+}
+
+template <>
+SHC_AVX512_INLINE Vec<16>::F reciprocal_1_2<Vec<16>>(Vec<16>::F d) {
+    const Vec<16>::F x = (Vec<16>::F)_mm512_rcp14_ps((__m512)d);
+    return x + x * (1.0f - d * x);  // one Newton step: relative error 2^−28
+}
+#endif
+
+struct Problem {
+    const float* hT;              // q × lanes: h transposed, zero beyond the batch
+    const uint32_t* labelsT;      // words × lanes
+    const float* valid;           // lanes: 1 for batch rows, 0 for the padding
+    size_t lanes;                 // b rounded up to kMaxLanes
+    const float* bank;            // n × q
+    const uint32_t* bank_labels;  // n × words
+    size_t n, q, words;
+    const float* zero_row;        // q zeros and `words` zero label words: the rows past the end of the last step
+    const uint32_t* zero_labels;
+};
+
+// Rows [r0, r1) of the bank: the likelihood's partial sum, and the partial gradient added into gT (q × lanes).
+template <class V>
+SHC_INLINE double chunk_body(const Problem& p, size_t r0, size_t r1, float* gT) {
+    using F = typename V::F;
+    using U = typename V::U;
+    constexpr size_t W = V::lanes;
+    const size_t lanes = p.lanes, q = p.q;  // locals: the stores into gT could otherwise alias them
+    typename V::D totals = {};
+    for (size_t j = r0; j < r1; j += kRows) {
+        const float* rows[kRows];
+        const uint32_t* row_labels[kRows];
+        float row_valid[kRows];
+        for (size_t r = 0; r < kRows; ++r) {
+            const bool inside = j + r < r1;
+            rows[r] = inside ? p.bank + (j + r) * q : p.zero_row;
+            row_labels[r] = inside ? p.bank_labels + (j + r) * p.words : p.zero_labels;
+            row_valid[r] = inside ? 1.0f : 0.0f;
+        }
+        for (size_t t = 0; t < lanes; t += W * kTiles) {
+            F theta[kRows][kTiles] = {};
+            for (size_t k = 0; k < q; ++k) {
+                F hk[kTiles];
+                for (size_t v = 0; v < kTiles; ++v) hk[v] = load<F>(p.hT + k * lanes + t + v * W);
+                for (size_t r = 0; r < kRows; ++r) {
+                    const float x = rows[r][k];
+                    for (size_t v = 0; v < kTiles; ++v) theta[r][v] += hk[v] * x;
+                }
+            }
+            F g[kRows][kTiles];
+            for (size_t v = 0; v < kTiles; ++v) {
+                const size_t lane = t + v * W;
+                F terms = {};
+                for (size_t r = 0; r < kRows; ++r) {
+                    const F th = theta[r][v];
+                    const F e = exp_nonpositive<V>((F)((U)th | 0x80000000u));  // e^−|Θ|: the sign bit set
+                    const F inv = reciprocal_1_2<V>(1.0f + e);
+                    U shared = {};
+                    for (size_t w = 0; w < p.words; ++w)
+                        shared |= load<U>(p.labelsT + w * lanes + lane) & row_labels[r][w];
+                    const F s = shared != 0u ? 1.0f : 0.0f;
+                    // softplus(Θ) − sΘ = log(1 + e^−|Θ|) + max(Θ, 0) − sΘ
+                    terms += (log1p_unit<V>(e) + (th > 0.0f ? th : 0.0f) - s * th) * row_valid[r];
+                    g[r][v] = (th >= 0.0f ? inv : e * inv) - s;  // σ(Θ) − s
+                }
+                totals += __builtin_convertvector(terms * load<F>(p.valid + lane), typename V::D);
+            }
+            for (size_t k = 0; k < q; ++k) {
+                F acc[kTiles];
+                for (size_t v = 0; v < kTiles; ++v) acc[v] = load<F>(gT + k * lanes + t + v * W);
+                for (size_t r = 0; r < kRows; ++r) {
+                    const float x = rows[r][k];
+                    for (size_t v = 0; v < kTiles; ++v) acc[v] += g[r][v] * x;
+                }
+                for (size_t v = 0; v < kTiles; ++v) store(gT + k * lanes + t + v * W, acc[v]);
+            }
+        }
+    }
+    double sum = 0;
+    for (size_t l = 0; l < W; ++l) sum += totals[l];
+    return sum;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f,avx512dq,prefer-vector-width=512"), flatten))
+double chunk_avx512(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<16>>(p, r0, r1, gT); }
+
+__attribute__((target("avx2,fma")))
+double chunk_avx2(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<8>>(p, r0, r1, gT); }
+#endif
+
+double chunk_generic(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<4>>(p, r0, r1, gT); }
+
+using ChunkFn = double (*)(const Problem&, size_t, size_t, float*);
+
+ChunkFn chunk_kernel() {
+#if defined(__x86_64__) || defined(__i386__)
+    switch (active_isa()) {
+        case Isa::Avx512: return chunk_avx512;
+        case Isa::Avx2: return __builtin_cpu_supports("fma") ? chunk_avx2 : chunk_generic;
+        default: break;
+    }
+#endif
+    return chunk_generic;
+}
+
+}  // namespace
+
+double bank_likelihood(const float* h, size_t b, const float* bank, size_t n, size_t q, const uint32_t* labels,
+                       const uint32_t* bank_labels, size_t words, float* grad, int threads) {
+    const size_t lanes = (b + kMaxLanes - 1) / kMaxLanes * kMaxLanes;
+    std::vector<float> hT(q * lanes, 0.0f), valid(lanes, 0.0f), zero_row(q, 0.0f);
+    std::vector<uint32_t> labelsT(words * lanes, 0u), zero_labels(words, 0u);
+    for (size_t i = 0; i < b; ++i) {
+        valid[i] = 1.0f;
+        for (size_t k = 0; k < q; ++k) hT[k * lanes + i] = h[i * q + k];
+        for (size_t w = 0; w < words; ++w) labelsT[w * lanes + i] = labels[i * words + w];
+    }
+    const Problem p{hT.data(), labelsT.data(), valid.data(), lanes, bank, bank_labels, n, q, words,
+                    zero_row.data(), zero_labels.data()};
+    // chunks fixed by n (at most 64, of whole steps): the same partial sums, added in the same order, whatever
+    // the thread count
+    const size_t chunk = (std::max<size_t>(2048, (n + 63) / 64) + kRows - 1) / kRows * kRows;
+    const size_t chunks = (n + chunk - 1) / chunk;
+    std::vector<float> partial_g(chunks * q * lanes, 0.0f);
+    std::vector<double> partial(chunks, 0.0);
+    const ChunkFn kernel = chunk_kernel();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(resolve_threads(threads))
+    for (size_t c = 0; c < chunks; ++c)
+        partial[c] = kernel(p, c * chunk, std::min(n, (c + 1) * chunk), partial_g.data() + c * q * lanes);
+    double total = 0;
+    std::vector<float> gT(q * lanes, 0.0f);
+    for (size_t c = 0; c < chunks; ++c) {
+        total += partial[c];
+        const float* pg = partial_g.data() + c * q * lanes;
+        for (size_t x = 0; x < q * lanes; ++x) gT[x] += pg[x];
+    }
+    for (size_t i = 0; i < b; ++i)
+        for (size_t k = 0; k < q; ++k) grad[i * q + k] = gT[k * lanes + i];
+    return total;
+}
+
+}  // namespace shc
