@@ -1,8 +1,9 @@
 // DPSH's bank likelihood (likelihood.h) in one pass: per entry of Θ one exp, one log1p and one reciprocal, all in
-// registers, where torch makes a dozen passes over the B×N matrix (about 2× faster than torch's chunked route on one
-// core at B = 64, q = 32, N = 100,000: bench/test_bench_methods.py). The batch lies across the vector lanes (h and the gradient are held
-// transposed, q × b rounded up to whole steps); a step is eight bank rows by two vectors of batch rows: each row's
-// code value, broadcast from memory, serves both vectors, each loaded h vector all eight rows.
+// registers, where torch makes a dozen passes over the B×N matrix (about 2× faster than torch's chunked route on
+// one core at B = 64, q = 32, N = 100,000: bench/test_bench_methods.py). The batch lies across the vector lanes
+// (h and the gradient are held transposed, q × b rounded up to whole steps); a step is a few bank rows (Vec::rows)
+// by two vectors of batch rows: each row's code value, broadcast from memory, serves both vectors, each loaded h
+// vector every row of the step.
 //
 // One body, written with GCC vector extensions, is compiled three times, for AVX-512, AVX2 + FMA and the baseline
 // ISA, and chosen at run time with the popcount path (isa.cpp; SHC_ISA and set_isa() choose it too).
@@ -28,18 +29,21 @@ namespace shc {
 
 namespace {
 
-constexpr size_t kRows = 8;    // bank rows per step
-constexpr size_t kTiles = 2;   // vectors of batch rows per step: 16 independent FMA chains, each broadcast used twice
+constexpr size_t kTiles = 2;   // vectors of batch rows per step: each broadcast bank value serves two
 constexpr size_t kMaxLanes = 16 * kTiles;  // the batch is padded to whole steps of the widest path
+constexpr size_t kMaxRows = 8;
 
-// A vector of W floats and its integer twins; W = 16 (AVX-512), 8 (AVX2), 4 (SSE2), each path its native width.
-template <size_t W>
+// A vector of W floats and its integer twins; W = 16 (AVX-512), 8 (AVX2), 4 (SSE2), each path its native width;
+// and the bank rows per step: 8 × 2 vectors = 16 independent FMA chains with AVX-512's 32 registers, 4 × 2 with
+// AVX2's 16 (8 there spills: 6% slower, measured).
+template <size_t W, size_t Rows>
 struct Vec {
     typedef float F __attribute__((vector_size(4 * W)));
     typedef int32_t I __attribute__((vector_size(4 * W)));
     typedef uint32_t U __attribute__((vector_size(4 * W)));
     typedef double D __attribute__((vector_size(8 * W)));
     static constexpr size_t lanes = W;
+    static constexpr size_t rows = Rows;
 };
 
 #define SHC_INLINE inline __attribute__((always_inline))
@@ -108,8 +112,8 @@ SHC_INLINE typename V::F reciprocal_1_2(typename V::F d) {
 // (not always_inline: chunk_body, which calls them, has no target of its own; chunk_avx512 flattens them in)
 #define SHC_AVX512_INLINE inline __attribute__((target("avx512f")))
 template <>
-SHC_AVX512_INLINE Vec<16>::F exp_nonpositive<Vec<16>>(Vec<16>::F x) {
-    using F = Vec<16>::F;
+SHC_AVX512_INLINE Vec<16, 8>::F exp_nonpositive<Vec<16, 8>>(Vec<16, 8>::F x) {
+    using F = Vec<16, 8>::F;
     x = x > -200.0f ? x : -200.0f;
     const F n = (F)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -117,8 +121,8 @@ SHC_AVX512_INLINE Vec<16>::F exp_nonpositive<Vec<16>>(Vec<16>::F x) {
 }
 
 template <>
-SHC_AVX512_INLINE Vec<16>::F reciprocal_1_2<Vec<16>>(Vec<16>::F d) {
-    const Vec<16>::F x = (Vec<16>::F)_mm512_rcp14_ps((__m512)d);
+SHC_AVX512_INLINE Vec<16, 8>::F reciprocal_1_2<Vec<16, 8>>(Vec<16, 8>::F d) {
+    const Vec<16, 8>::F x = (Vec<16, 8>::F)_mm512_rcp14_ps((__m512)d);
     return x + x * (1.0f - d * x);  // one Newton step: relative error 2^−28
 }
 #endif
@@ -140,7 +144,7 @@ template <class V>
 SHC_INLINE double chunk_body(const Problem& p, size_t r0, size_t r1, float* gT) {
     using F = typename V::F;
     using U = typename V::U;
-    constexpr size_t W = V::lanes;
+    constexpr size_t W = V::lanes, kRows = V::rows;
     const size_t lanes = p.lanes, q = p.q;  // locals: the stores into gT could otherwise alias them
     typename V::D totals = {};
     for (size_t j = r0; j < r1; j += kRows) {
@@ -199,13 +203,13 @@ SHC_INLINE double chunk_body(const Problem& p, size_t r0, size_t r1, float* gT) 
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx512f,avx512dq,prefer-vector-width=512"), flatten))
-double chunk_avx512(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<16>>(p, r0, r1, gT); }
+double chunk_avx512(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<16, 8>>(p, r0, r1, gT); }
 
 __attribute__((target("avx2,fma")))
-double chunk_avx2(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<8>>(p, r0, r1, gT); }
+double chunk_avx2(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<8, 4>>(p, r0, r1, gT); }
 #endif
 
-double chunk_generic(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<4>>(p, r0, r1, gT); }
+double chunk_generic(const Problem& p, size_t r0, size_t r1, float* gT) { return chunk_body<Vec<4, 8>>(p, r0, r1, gT); }
 
 using ChunkFn = double (*)(const Problem&, size_t, size_t, float*);
 
@@ -236,7 +240,7 @@ double bank_likelihood(const float* h, size_t b, const float* bank, size_t n, si
                     zero_row.data(), zero_labels.data()};
     // chunks fixed by n (at most 64, of whole steps): the same partial sums, added in the same order, whatever
     // the thread count
-    const size_t chunk = (std::max<size_t>(2048, (n + 63) / 64) + kRows - 1) / kRows * kRows;
+    const size_t chunk = (std::max<size_t>(2048, (n + 63) / 64) + kMaxRows - 1) / kMaxRows * kMaxRows;
     const size_t chunks = (n + chunk - 1) / chunk;
     std::vector<float> partial_g(chunks * q * lanes, 0.0f);
     std::vector<double> partial(chunks, 0.0);
