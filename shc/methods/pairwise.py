@@ -34,77 +34,76 @@ def pair_likelihood(theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return softplus(theta) - s * theta
 
 
-class _BankLikelihood(torch.autograd.Function):
-    """Σ_ij softplus(Θ_ij) − s_ij Θ_ij over a batch (u, B×q) and a memory bank (U, N×q), Θ = ½uUᵀ, with its
-    gradient with respect to u (the bank side carries none) computed in the same pass over the bank, in column
-    chunks that stay in cache: per entry of Θ one |·|, exp, log and sigmoid, nothing kept for backward but the
-    B×q gradient. Σ max(Θ, 0) = (ΣΘ + Σ|Θ|)/2 with ΣΘ from the row sums. ``one_label``: every row has at most one
-    label, so S = A·Yᵀ and SU = A(YᵀU): no B×N similarity matrix at all; else s is formed chunk by chunk."""
+class _SumWithGradient(torch.autograd.Function):
+    """A scalar sum over a batch u and its gradient in u, both from one pass ``compute(u) -> (total, grad)``:
+    nothing is kept for backward but the B×q gradient, which backward scales."""
 
     @staticmethod
-    def forward(ctx, u, bank, labels, bank_labels, one_label, chunk):
-        h = 0.5 * u
-        grad = torch.zeros_like(u)
-        total = torch.zeros((), dtype=torch.float64, device=u.device)
-        abs_sum = torch.zeros((), dtype=torch.float64, device=u.device)
-        for start in range(0, len(bank), chunk):
-            rows = bank[start:start + chunk]
-            theta = h @ rows.T
-            e = theta.abs()
-            abs_sum += e.sum()  # float32 sums (a float64 one converts first: slower), totals in float64
-            total += e.neg_().exp_().add_(1).log_().sum()  # log(1 + e^−|Θ|)
-            if one_label:
-                theta.sigmoid_()
-            else:
-                s = (labels @ bank_labels[start:start + chunk].T > 0).to(theta.dtype)
-                total -= torch.dot(s.view(-1), theta.view(-1)).double()
-                theta.sigmoid_().sub_(s)
-            grad.addmm_(theta, rows)  # Σ_j (σ(Θ_ij) − s_ij) U_j
-        total += 0.5 * (torch.dot(h.sum(0), bank.sum(0)).double() + abs_sum)
-        if one_label:
-            su = labels @ (bank_labels.T @ bank)  # Σ_j s_ij U_j
-            total -= (h * su).sum(dtype=torch.float64)
-            grad -= su
-        ctx.save_for_backward(grad.mul_(0.5))
+    def forward(ctx, u, compute):
+        total, grad = compute(u)
+        ctx.save_for_backward(grad)
         return total.to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad_total):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None, None, None
+        return grad * grad_total, None
+
+
+def _likelihood_in_chunks(u, bank, labels, bank_labels, one_label, chunk):
+    """Σ_ij softplus(Θ_ij) − s_ij Θ_ij over a batch (u, B×q) and a memory bank (U, N×q), Θ = ½uUᵀ, with its
+    gradient with respect to u (the bank side carries none) computed in the same pass over the bank, in column
+    chunks that stay in cache: per entry of Θ one |·|, exp, log and sigmoid. Σ max(Θ, 0) = (ΣΘ + Σ|Θ|)/2 with ΣΘ
+    from the row sums. ``one_label``: every row has at most one label, so S = A·Yᵀ and SU = A(YᵀU): no B×N
+    similarity matrix at all; else s is formed chunk by chunk."""
+    h = 0.5 * u
+    grad = torch.zeros_like(u)
+    total = torch.zeros((), dtype=torch.float64, device=u.device)
+    abs_sum = torch.zeros((), dtype=torch.float64, device=u.device)
+    for start in range(0, len(bank), chunk):
+        rows = bank[start:start + chunk]
+        theta = h @ rows.T
+        e = theta.abs()
+        abs_sum += e.sum()  # float32 sums (a float64 one converts first: slower), totals in float64
+        total += e.neg_().exp_().add_(1).log_().sum()  # log(1 + e^−|Θ|)
+        if one_label:
+            theta.sigmoid_()
+        else:
+            s = (labels @ bank_labels[start:start + chunk].T > 0).to(theta.dtype)
+            total -= torch.dot(s.view(-1), theta.view(-1)).double()
+            theta.sigmoid_().sub_(s)
+        grad.addmm_(theta, rows)  # Σ_j (σ(Θ_ij) − s_ij) U_j
+    total += 0.5 * (torch.dot(h.sum(0), bank.sum(0)).double() + abs_sum)
+    if one_label:
+        su = labels @ (bank_labels.T @ bank)  # Σ_j s_ij U_j
+        total -= (h * su).sum(dtype=torch.float64)
+        grad -= su
+    return total, grad.mul_(0.5)
+
+
+def _likelihood_in_engine(u, bank, label_bitmaps, bank_bitmaps):
+    """_likelihood_in_chunks' sum and gradient from shc._engine.bank_likelihood: one fused pass over the bank
+    (float32, CPU; as many threads as torch uses, the result the same for any number)."""
+    total, grad = _engine.bank_likelihood((0.5 * u).contiguous().numpy(), bank.contiguous().numpy(),
+                                          label_bitmaps.numpy().view(np.uint32),
+                                          bank_bitmaps.numpy().view(np.uint32), torch.get_num_threads())
+    return torch.tensor(total), torch.from_numpy(grad).mul_(0.5)  # dΘ/du = ½U
 
 
 def bank_likelihood_torch(u: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, bank_labels: torch.Tensor,
                           one_label: bool, chunk: int = 4096) -> torch.Tensor:
     """Σ_ij softplus(Θ_ij) − s_ij Θ_ij, Θ = ½ u_iᵀU_j, s_ij = [y_i·Y_j > 0] (multi-hot ``labels`` B×C and
     ``bank_labels`` N×C); gradient through ``u`` only (DPSH against its memory bank). Any device and dtype."""
-    return _BankLikelihood.apply(u, bank.detach(), labels, bank_labels, one_label, chunk)
-
-
-class _EngineBankLikelihood(torch.autograd.Function):
-    """bank_likelihood_torch's sum and gradient from shc._engine.bank_likelihood: one fused pass over the bank
-    (float32, CPU; as many threads as torch uses, the result the same for any number)."""
-
-    @staticmethod
-    def forward(ctx, u, bank, label_bitmaps, bank_bitmaps):
-        h = (0.5 * u).detach().contiguous().numpy()
-        total, grad = _engine.bank_likelihood(h, bank.detach().contiguous().numpy(),
-                                              label_bitmaps.numpy().view(np.uint32),
-                                              bank_bitmaps.numpy().view(np.uint32), torch.get_num_threads())
-        ctx.save_for_backward(torch.from_numpy(grad).mul_(0.5))  # dΘ/du = ½U
-        return torch.tensor(total, dtype=u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_total, None, None, None
+    bank = bank.detach()
+    return _SumWithGradient.apply(u, lambda v: _likelihood_in_chunks(v, bank, labels, bank_labels, one_label, chunk))
 
 
 def bank_likelihood(u: torch.Tensor, bank, labels: torch.Tensor) -> torch.Tensor:
     """bank_likelihood_torch of ``u`` (B×q) and multi-hot ``labels`` (B×C) against a MemoryBank: through the
     engine's fused kernel for float32 on the CPU (several times faster: no B×N matrix is ever formed), else torch."""
     if u.device.type == "cpu" and u.dtype == bank.codes.dtype == torch.float32:
-        return _EngineBankLikelihood.apply(u, bank.codes, label_bitmaps(labels), bank.bitmaps)
+        bitmaps = label_bitmaps(labels)
+        return _SumWithGradient.apply(u, lambda v: _likelihood_in_engine(v, bank.codes, bitmaps, bank.bitmaps))
     return bank_likelihood_torch(u, bank.codes, labels, bank.labels, bank.one_label)
 
 
