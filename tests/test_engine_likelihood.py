@@ -91,6 +91,7 @@ def test_torch_dpsh_loss_through_the_engine_equals_the_torch_route(multi_label):
     from shc.methods.base import as_multi_hot
     from shc.methods.pairwise import bank_likelihood, bank_likelihood_torch, label_bitmaps
 
+    torch.manual_seed(3)
     classes, n, bits = (80, 500, 16) if multi_label else (10, 500, 16)
     ctx = MethodContext(bits=bits, num_classes=classes, multi_label=multi_label, train_size=n, seed=0)
     bank = create_method("dpsh", ctx).bank
@@ -107,7 +108,8 @@ def test_torch_dpsh_loss_through_the_engine_equals_the_torch_route(multi_label):
                                  not multi_label)
     want.backward()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    torch.testing.assert_close(u.grad.double(), u64.grad, rtol=1e-5, atol=1e-5)
+    # float32 sums of 400 terms: an absolute error in proportion to the largest gradient (as the kernel tests)
+    torch.testing.assert_close(u.grad.double(), u64.grad, rtol=1e-5, atol=2e-6 * u64.grad.abs().max().item())
     # the bank's bitmaps are its labels packed, kept up to date by write() and rebuilt by load_state_dict
     torch.testing.assert_close(bank.bitmaps, label_bitmaps(bank.labels), rtol=0, atol=0)
     restored = create_method("dpsh", ctx).bank
