@@ -2,15 +2,21 @@
 1×28×28 input, batch 64, 32 bits, CPU, one torch thread (SHC_BENCH_THREADS to change).
 
     pytest bench/test_bench_methods.py --benchmark-columns=min,mean,rounds -s
+    SHC_BENCH_BACKBONE=resnet34 pytest bench/test_bench_methods.py -k step -s    # the seed's backbone
+
+SHC_BENCH_BACKBONE=resnet34 runs the same steps on the seed's ResNet-34 (ImageNet stem, 3×112×112 input: half the
+seed's 224 side, so a quarter of its backbone work and a stricter ratio for the heads, whose cost does not depend
+on the image size; 5 rounds, about 3 s a step).
 
 Each method's step is built through what the pipeline runs: shc.methods.create_method with a MethodContext
 (train_size = the memory-bank size), shc.methods.hashing_model, the loop's forward, the method's loss, backward,
 an RMSprop step. Memory-bank methods (those holding a shc.methods.memory.MemoryBank as ``.bank``) are measured with
 a full bank of 5,000 rows (Fashion-MNIST's training set) and of 100,000 rows; the batch's labels are those its
 images' rows hold. A per-epoch hook (LTH's prototypes) runs once before the timing and is not part of the step. The
-centre methods train towards CSQ's centers here (the step's cost does not depend on the centers' values). SHC's step is timed interleaved with each method's, so
-both see the same load; the ratio (best of each) is printed, written into extra_info, and must stay ≤ 1.5 — but
-for LTH (OVER_TARGET, an expected failure: its head's own work is above that bound, bench/lth_floor.py).
+centre methods train towards CSQ's centers here (the step's cost does not depend on the centers' values). SHC's
+step is timed interleaved with each method's, so both see the same load; the ratio (best of each) is printed,
+written into extra_info, and must stay ≤ 1.5 — but for LTH on the compact CNN (OVER_TARGET, an expected failure:
+its head's own work is above that bound, bench/step_floors.py).
 DPSH's likelihood is also timed alone, the engine's fused kernel against torch's chunked route.
 """
 import os
@@ -26,7 +32,13 @@ from shc.methods import MethodContext, create_method, get_method, hashing_model,
 from shc.models import create_backbone
 from shc.train.loop import forward
 
-BATCH, BITS, CLASSES, ROUNDS = 64, 32, 10, 15
+BATCH, BITS, CLASSES = 64, 32, 10
+BACKBONE = os.environ.get("SHC_BENCH_BACKBONE", "compact")
+# (channels, side, small-input stem, rounds) of each backbone's images
+INPUTS = {"compact": (1, 28, True, 15), "resnet34": (3, 112, False, 5)}
+if BACKBONE not in INPUTS:
+    raise ValueError(f"SHC_BENCH_BACKBONE must be one of {', '.join(INPUTS)}, got {BACKBONE!r}")
+CHANNELS, SIDE, SMALL_INPUT, ROUNDS = INPUTS[BACKBONE]
 BUFFERS = (5_000, 100_000)
 TARGET = 1.5
 
@@ -60,7 +72,7 @@ def method_batch(name: str, train_size: int, device="cpu"):
     the same initial network, bank, per-epoch state and batch on every device (bench/gpu_check.py compares them)."""
     method = create_method(name, context(name, train_size, device))
     torch.manual_seed(0)
-    backbone = create_backbone("compact", in_channels=1, small_input=True, feature_map=method.feature_map)
+    backbone = create_backbone(BACKBONE, in_channels=CHANNELS, small_input=SMALL_INPUT, feature_map=method.feature_map)
     model = hashing_model(method, backbone).to(device)
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)
@@ -71,11 +83,11 @@ def method_batch(name: str, train_size: int, device="cpu"):
         with torch.no_grad():
             bank.write(torch.randn(train_size, bank.codes.shape[1], generator=gen).to(device),
                        train_labels[:train_size], torch.arange(train_size, device=device))
-    split = InMemorySplit(rng.integers(0, 256, (256, 28, 28), dtype=np.uint8), rng.integers(0, CLASSES, 256),
-                          mean=0.286, std=0.353)
+    split = InMemorySplit(rng.integers(0, 256, (256, SIDE, SIDE, CHANNELS), dtype=np.uint8),
+                          rng.integers(0, CLASSES, 256), mean=0.286, std=0.353)
     method.start_epoch(model, split, 0, BATCH)  # a per-epoch hook: once, outside the step
     model.train()
-    images = torch.randn(BATCH, 1, 28, 28, generator=gen).to(device)
+    images = torch.randn(BATCH, CHANNELS, SIDE, SIDE, generator=gen).to(device)
     indices = torch.from_numpy(rng.choice(max(train_size, BATCH), BATCH, replace=False)).to(device)
     return method, model, images, train_labels[indices], indices
 
@@ -94,19 +106,21 @@ def training_step(name: str, train_size: int, device="cpu"):
     return step
 
 
-# A target no faithful implementation can meet: the arithmetic LTH's reference head adds (a 2000-wide feature and a
-# 2000 × 2000 selector, 5.3 M parameters) costs more than half the compact CNN's whole step on its own
-# (bench/lth_floor.py measures it; docs/methods.md). The case still runs and prints its ratio.
-OVER_TARGET = {"lth": "LTH's reference head alone costs more than half SHC's compact-CNN step (bench/lth_floor.py)"}
+# A target no faithful implementation can meet on the compact CNN: the arithmetic LTH's reference head adds (a
+# 2000-wide feature and a 2000 × 2000 selector, 5.3 M parameters) costs more than half SHC's whole step on its own
+# (bench/step_floors.py measures it; docs/methods.md). The case still runs and prints its ratio.
+OVER_TARGET = {"lth": "LTH's reference head alone costs more than half SHC's compact-CNN step (bench/step_floors.py)"}
+OVER_TARGET = OVER_TARGET if BACKBONE == "compact" else {}
 
 
 def cases():
     for name in list_methods():
         if name == "shc":
             continue
-        marks = [pytest.mark.xfail(reason=OVER_TARGET[name], strict=False)] if name in OVER_TARGET else []
         for buffer in (BUFFERS if uses_bank(name) else (BUFFERS[0],)):
-            yield pytest.param(name, buffer, id=f"{name}-{buffer}" if uses_bank(name) else name, marks=marks)
+            case = f"{name}-{buffer}" if uses_bank(name) else name
+            marks = [pytest.mark.xfail(reason=OVER_TARGET[case], strict=False)] if case in OVER_TARGET else []
+            yield pytest.param(name, buffer, id=case, marks=marks)
 
 
 @pytest.mark.parametrize("name, buffer", list(cases()))
@@ -123,12 +137,12 @@ def test_bench_method_step_vs_shc(benchmark, request, name, buffer):
     method_s, shc_s = benchmark.stats.stats.min, min(shc_times)
     ratio = method_s / shc_s
     bank = buffer if uses_bank(name) else None
-    benchmark.extra_info.update({"method": name, "bank_rows": bank, "batch": BATCH, "bits": BITS,
-                                 "method_step_ms": round(1e3 * method_s, 2), "shc_step_ms": round(1e3 * shc_s, 2),
-                                 "ratio": round(ratio, 3), "loadavg": loadavg(),
-                                 "torch_threads": torch.get_num_threads()})
-    line = (f"{name:10s} {'bank ' + format(bank, ',') if bank else '':13s} step {1e3 * method_s:7.2f} ms, "
-            f"SHC {1e3 * shc_s:6.2f} ms, ratio {ratio:5.2f} (loadavg {loadavg()})")
+    benchmark.extra_info.update({"method": name, "backbone": BACKBONE, "bank_rows": bank, "batch": BATCH,
+                                 "bits": BITS, "method_step_ms": round(1e3 * method_s, 2),
+                                 "shc_step_ms": round(1e3 * shc_s, 2), "ratio": round(ratio, 3),
+                                 "loadavg": loadavg(), "torch_threads": torch.get_num_threads()})
+    line = (f"{BACKBONE} {name:10s} {'bank ' + format(bank, ',') if bank else '':13s} "
+            f"step {1e3 * method_s:7.2f} ms, SHC {1e3 * shc_s:6.2f} ms, ratio {ratio:5.2f} (loadavg {loadavg()})")
     print("\n" + line)
     request.config.bench_summary_lines.append(line)
     assert ratio <= TARGET, f"{name}: one step {ratio:.2f}x SHC's (target {TARGET}x)"
