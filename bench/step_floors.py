@@ -27,7 +27,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_bench_methods import BATCH, BITS, BUFFERS, TARGET, loadavg, method_batch, training_step  # noqa: E402
+from test_bench_methods import (BATCH, BITS, BUFFERS, CLASSES, TARGET, loadavg, method_batch,  # noqa: E402
+                                training_step)
 
 ROUNDS = 15
 
@@ -101,7 +102,7 @@ def dpsh():
     method, *_ = method_batch("dpsh", rows)
     gen = torch.Generator().manual_seed(1)
     u = torch.randn(BATCH, BITS, generator=gen).requires_grad_()
-    labels = torch.nn.functional.one_hot(torch.randint(0, 10, (BATCH,), generator=gen), 10).float()
+    labels = torch.nn.functional.one_hot(torch.randint(0, CLASSES, (BATCH,), generator=gen), CLASSES).float()
     kernel_s = best(lambda: bank_likelihood(u, method.bank, labels).backward())
     a, b = torch.randn(1024, 1024, generator=gen), torch.randn(1024, 1024, generator=gen)
     peak = 1024 ** 3 / best(lambda: a @ b)  # multiply-adds per second
@@ -113,7 +114,7 @@ def dpsh():
     print(f"  its two products at this core's peak ({peak / 1e9:.1f} G multiply-adds/s) {1e3 * products_s:.2f} ms "
           f"= {products_s / shc_s:.2f}x SHC's step; the step's other work {1e3 * other_s:.2f} ms; the target leaves "
           f"the kernel {1e3 * allowed_s:.2f} ms, {1e3 * (allowed_s - products_s):.2f} ms beyond the products for "
-          f"6.4 M exps, log1ps and reciprocals")
+          f"{BATCH * rows / 1e6:.1f} M exps, log1ps and reciprocals")
 
 
 def main():
