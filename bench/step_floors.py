@@ -29,18 +29,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_bench_methods import (BATCH, BITS, BUFFERS, CLASSES, TARGET, loadavg, method_batch,  # noqa: E402
                                 training_step)
+from timing import best_of  # noqa: E402
 
 ROUNDS = 15
 
 
-def best(fn, rounds=ROUNDS):
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def best(fn):
+    return best_of(fn, ROUNDS, warmup=True)
 
 
 def interleaved_steps(name: str, bank_rows: int) -> tuple[float, float]:

@@ -8,7 +8,6 @@ thread: on a shared, oversubscribed machine OpenMP's spinning threads make small
 the timings noise (set SHC_BENCH_THREADS to change it).
 """
 import os
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from shc.data import load_dataset
 from shc.data.fashion_mnist import DEBIAN_ROOT, MEAN, STD
+from timing import best_of
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(DEBIAN_ROOT), reason="dataset-fashion-mnist not installed")
 BATCH = 256
@@ -61,15 +61,6 @@ def pil_loader(split):
 
 def pil_epoch(loader):
     return sum(len(x) for x, _ in loader)
-
-
-def best_of(fn, rounds=3):
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def test_bench_in_memory_vs_per_sample_pil(benchmark, fmnist):

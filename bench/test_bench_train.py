@@ -19,6 +19,7 @@ from shc.data import load_dataset
 from shc.models import HashNet, create_backbone
 from shc.train.loop import LoopOptions, train_epochs
 from shc.train.stage3 import hashing_loss
+from timing import best_of
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 BATCH = 64
@@ -65,15 +66,6 @@ def public_style_epoch(model, optimizer, split, centers, lambd=1e-4, epoch=0):
         optimizer.step()
 
 
-def best_of(fn, rounds=3):
-    times = []
-    for r in range(rounds):
-        t = time.perf_counter()
-        fn(r)
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def test_bench_stage3_epoch_vs_public_loop(benchmark, setup, tmp_path):
     split, centers = setup
     base_model = fresh_model()
@@ -111,7 +103,7 @@ def test_bench_input_pipeline_share_of_an_epoch(benchmark, setup):
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-4)
     x0, y0, _ = next(split.batches(BATCH, train=True))
 
-    def steps(_=None):
+    def steps():
         for _ in range(len(split) // BATCH):
             opt.zero_grad()
             model(x0).pow(2).mean().backward()
